@@ -1,0 +1,1 @@
+"""Code shared by every MonitorX process: models, settings, configuration, Redis keys and helpers."""

@@ -1,0 +1,120 @@
+"""Every Redis key, stream and consumer group MonitorX uses, in one place.
+
+All keys live under one prefix (``mx:`` by default) so a deployment can share a Redis with other
+tools, and tests can inspect everything with one ``SCAN``. The producer and consumer of each key
+are named in its docstring; the record layouts are the models in :mod:`shared.models`.
+
+Streams
+    ``{p}snapshots``   ingestor -> dispatcher. Fields: ``account``, ``seq``, ``observed_at``
+                       (identifiers only: jobs read ``latest:{account}``). Group ``dispatch``.
+    ``{p}quarantine``  ingestor. Frames set aside: ``reason``, ``received_at``, ``excerpt``
+                       (at most QUARANTINE_EXCERPT characters of the raw frame). Capped, approximate.
+    ``{p}alerts``      workers -> alerter. Field ``alert`` (Alert JSON). Consumer group ``alert``.
+    ``{p}dead``        alerter. Alerts a sink gave up on: ``alert``, ``sink``, ``error``,
+                       ``attempts``, ``failed_at``.
+Plain keys
+    ``{p}latest:{account}``  hash ``observed_at``, ``seq``, ``snapshot`` (Snapshot JSON): the
+                             newest snapshot of the account (compare-and-set on ``observed_at``
+                             then ``seq``: older snapshots never overwrite; see redisio.Publisher).
+    ``{p}seen``              sorted set account -> observed_at of its newest snapshot.
+    ``{p}queued:{instance}:{account}``  string, id of the job waiting for that pair (latest wins:
+                             set by the dispatcher, deleted by the job when it starts). Has a TTL.
+    ``{p}state:{instance}:{account}``   hash, alert state of one pair: field ``_now`` (time of
+                             the newest evaluation) and one field per key (KeyState JSON).
+    ``{p}sent:{sink}:{alert_id}``       string, delivery marker of one alert on one sink. TTL.
+    ``{p}attempts:{alert_id}``          hash sink -> failed attempts so far. TTL.
+    ``{p}counters``          hash of monotonic counters (see COUNTER_* names).
+    ``{p}slot:{instance}``   string, last schedule slot (unix seconds) that fired.
+RQ
+    Queue ``monitorx`` holds the check jobs (JSON serializer). Job ids are
+    ``{instance}-{account}-{n}`` reduced to ``[A-Za-z0-9_-]``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "mx:"
+"""Prefix of every MonitorX key."""
+
+QUEUE_NAME = "monitorx"
+"""The RQ queue of check jobs."""
+
+DISPATCH_GROUP = "dispatch"
+ALERT_GROUP = "alert"
+QUARANTINE_EXCERPT = 512
+"""Characters of a malformed frame kept in the quarantine stream."""
+QUARANTINE_MAXLEN = 10_000
+"""Approximate cap of the quarantine stream (it is diagnostic, never read by a consumer group)."""
+DEAD_MAXLEN = 100_000
+"""Approximate cap of the dead-letter stream."""
+
+COUNTER_FRAMES = "frames"
+COUNTER_MALFORMED = "frames_malformed"
+COUNTER_INVALID_VALUES = "values_invalid"
+COUNTER_SNAPSHOTS = "snapshots"
+COUNTER_JOBS = "jobs_enqueued"
+COUNTER_COALESCED = "jobs_coalesced"
+COUNTER_EVALS = "evaluations"
+COUNTER_ALERTS = "alerts_emitted"
+COUNTER_DELIVERED = "alerts_delivered"
+COUNTER_DEAD = "alerts_dead"
+COUNTER_CHECK_ERRORS = "check_errors"
+COUNTER_REJECTED_JOBS = "jobs_rejected"
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def job_id_part(text: str) -> str:
+    """Reduce text to RQ's job-id alphabet ``[A-Za-z0-9_-]`` (colons and dots become ``_``)."""
+    return _UNSAFE.sub("_", text)
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one prefix. Build once per process from its settings."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    @property
+    def snapshots(self) -> str:
+        return f"{self.prefix}snapshots"
+
+    @property
+    def quarantine(self) -> str:
+        return f"{self.prefix}quarantine"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.prefix}alerts"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}dead"
+
+    @property
+    def seen(self) -> str:
+        return f"{self.prefix}seen"
+
+    @property
+    def counters(self) -> str:
+        return f"{self.prefix}counters"
+
+    def latest(self, account: str) -> str:
+        return f"{self.prefix}latest:{account}"
+
+    def queued(self, instance: str, account: str) -> str:
+        return f"{self.prefix}queued:{instance}:{account}"
+
+    def state(self, instance: str, account: str) -> str:
+        return f"{self.prefix}state:{instance}:{account}"
+
+    def sent(self, sink: str, alert_id: str) -> str:
+        return f"{self.prefix}sent:{sink}:{alert_id}"
+
+    def attempts(self, alert_id: str) -> str:
+        return f"{self.prefix}attempts:{alert_id}"
+
+    def slot(self, instance: str) -> str:
+        return f"{self.prefix}slot:{instance}"

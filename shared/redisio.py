@@ -1,0 +1,121 @@
+"""Redis helpers every process uses: connections, consumer groups, snapshot publishing, safe trim."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from shared.keys import Keys
+from shared.models import Snapshot
+
+log = logging.getLogger(__name__)
+
+REDIS_RETRIES = 3
+"""Retries of a Redis command after a connection error or timeout (redis-py's default is 10);
+a retried XADD can still be written twice, which every consumer tolerates (see keys.py)."""
+
+
+def connect(url: str, *, decode: bool = True) -> redis.Redis:
+    """A client for ``url`` with bounded, backed-off retries and health checks."""
+    client: redis.Redis = redis.Redis.from_url(
+        url,
+        decode_responses=decode,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), REDIS_RETRIES),
+        health_check_interval=30,
+        socket_keepalive=True,
+    )
+    return client
+
+
+def ensure_group(r: redis.Redis, stream: str, group: str) -> None:
+    """Create a consumer group reading the stream from its start (and the stream itself)."""
+    try:
+        r.xgroup_create(stream, group, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+# KEYS: latest key, seen zset, stream, counters. ARGV: account, observed_at, seq, snapshot json.
+# The latest snapshot only moves forward (observed_at, then seq); the stream always gets the entry.
+_PUBLISH = """
+local cur = redis.call('HMGET', KEYS[1], 'observed_at', 'seq')
+local obs, seq = tonumber(ARGV[2]), tonumber(ARGV[3])
+local newer = (not cur[1]) or obs > tonumber(cur[1]) or (obs == tonumber(cur[1]) and seq > tonumber(cur[2]))
+if newer then
+  redis.call('HSET', KEYS[1], 'observed_at', ARGV[2], 'seq', ARGV[3], 'snapshot', ARGV[4])
+  redis.call('ZADD', KEYS[2], obs, ARGV[1])
+end
+redis.call('HINCRBY', KEYS[4], 'snapshots', 1)
+return redis.call('XADD', KEYS[3], '*', 'account', ARGV[1], 'seq', ARGV[3], 'observed_at', ARGV[2])
+"""
+
+
+class Publisher:
+    """Writes snapshots: the newest per account (compare-and-set) and one stream entry each.
+
+    The stream entry carries identifiers only; the job reads ``latest:{account}`` when it starts,
+    so a backlog costs no payload copies and latest wins.
+    """
+
+    def __init__(self, r: redis.Redis, keys: Keys) -> None:
+        self._r = r
+        self._keys = keys
+        self._script = r.register_script(_PUBLISH)
+
+    def publish(self, snapshots: Iterable[Snapshot]) -> list[str]:
+        """Publish in one round trip; returns the stream ids."""
+        pipe = self._r.pipeline(transaction=False)
+        for snap in snapshots:
+            self._script(
+                keys=[self._keys.latest(snap.account), self._keys.seen, self._keys.snapshots, self._keys.counters],
+                args=[snap.account, repr(snap.observed_at), snap.seq, snap.model_dump_json()],
+                client=pipe,
+            )
+        return [str(x) for x in pipe.execute()]
+
+
+def latest(r: redis.Redis, keys: Keys, account: str) -> Snapshot | None:
+    """The newest snapshot of an account, or None."""
+    data = r.hget(keys.latest(account), "snapshot")
+    return None if data is None else Snapshot.model_validate_json(data)
+
+
+def _id_tuple(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def safe_trim(r: redis.Redis, stream: str, maxlen: int) -> int:
+    """Trim ``stream`` to about ``maxlen`` entries, never past an entry some consumer group has
+    not read or not acknowledged (Redis 7.0 trims those otherwise; see pitfalls). Returns the
+    number of entries removed."""
+    if int(r.xlen(stream)) <= maxlen:
+        return 0
+    floor: tuple[int, int] | None = None
+    for group in r.xinfo_groups(stream):
+        bound = _group_floor(r, stream, group)
+        floor = bound if floor is None or bound < floor else floor
+    tail = r.xrevrange(stream, count=maxlen + 1)  # ends at the newest entry we may drop
+    if len(tail) <= maxlen:
+        return 0
+    ms, seq = _id_tuple(tail[-1][0])
+    limit = (ms, seq + 1)
+    if floor is not None and floor < limit:
+        limit = floor
+    removed: Any = r.xtrim(stream, minid=f"{limit[0]}-{limit[1]}", approximate=False)
+    return int(removed)
+
+
+def _group_floor(r: redis.Redis, stream: str, group: dict[str, Any]) -> tuple[int, int]:
+    """The oldest id a group still needs: its oldest pending entry, or the first it has not read."""
+    pending = r.xpending(stream, group["name"])
+    if pending and pending.get("pending"):
+        return _id_tuple(str(pending["min"]))
+    ms, seq = _id_tuple(str(group["last-delivered-id"]))
+    return ms, seq + 1

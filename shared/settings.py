@@ -1,0 +1,127 @@
+"""Typed settings of each process, read from the environment and ``.env``.
+
+Each process builds exactly one settings object in its ``main()``. Every field is read from
+``MONITORX_<FIELD>``; a few also accept the prototype's legacy names (``WS_URI``, ``USERNAME``,
+``PASSWORD``, ``SLACK_WEBHOOK_URL``) as fallbacks: the prefixed name always wins. Defaults are
+documented here, once, next to each field.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, AnyUrl, Field, RedisDsn, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.keys import DEFAULT_PREFIX, Keys
+
+LogFormat = Literal["text", "json"]
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class CommonSettings(BaseSettings):
+    """What every process needs: Redis, the key prefix, the configuration file and logging."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True, populate_by_name=True)
+
+    redis_url: RedisDsn = Field(
+        default=RedisDsn("redis://127.0.0.1:6379/0"), validation_alias=_env("MONITORX_REDIS_URL")
+    )
+    """Redis holding the streams, the queue and all state. Default: local Redis, database 0."""
+    prefix: str = Field(default=DEFAULT_PREFIX, validation_alias=_env("MONITORX_PREFIX"))
+    """Prefix of every MonitorX key (default ``mx:``)."""
+    config: Path | None = Field(default=None, validation_alias=_env("MONITORX_CONFIG"))
+    """Checks configuration: legacy ``features.json`` or native YAML. None: the built-in demo config."""
+    log_level: str = Field(default="INFO", validation_alias=_env("MONITORX_LOG_LEVEL"))
+    log_format: LogFormat = Field(default="text", validation_alias=_env("MONITORX_LOG_FORMAT"))
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.prefix)
+
+
+class IngestSettings(CommonSettings):
+    """The Galio ingestor."""
+
+    galio_uri: AnyUrl = Field(
+        default=AnyUrl("ws://127.0.0.1:8765"), validation_alias=_env("MONITORX_GALIO_URI", "WS_URI")
+    )
+    """Galio WebSocket endpoint (ws:// or wss://)."""
+    galio_username: str | None = Field(default=None, validation_alias=_env("MONITORX_GALIO_USERNAME"))
+    galio_password: SecretStr | None = Field(
+        default=None, validation_alias=_env("MONITORX_GALIO_PASSWORD", "PASSWORD")
+    )
+    """With a username, sent as the first frame ``{"username": ..., "password": ...}``."""
+    ping_interval: float | None = Field(default=None, validation_alias=_env("MONITORX_PING_INTERVAL"))
+    """WebSocket keepalive pings in seconds; None (default) sends none, as Galio may not answer."""
+    max_frame_bytes: int = Field(default=16 * 2**20, validation_alias=_env("MONITORX_MAX_FRAME_BYTES"))
+    """Largest frame accepted (default 16 MiB; websockets' own default of 1 MiB is too small)."""
+    silence_timeout: float = Field(default=30.0, gt=0, validation_alias=_env("MONITORX_SILENCE_TIMEOUT"))
+    """Reconnect when connected but no frame arrived for this many seconds (default 30)."""
+    backoff_min: float = Field(default=0.5, gt=0, validation_alias=_env("MONITORX_BACKOFF_MIN"))
+    backoff_max: float = Field(default=30.0, gt=0, validation_alias=_env("MONITORX_BACKOFF_MAX"))
+    """Reconnect delay grows from backoff_min to backoff_max (default 0.5 s to 30 s), jittered."""
+    stable_after: float = Field(default=10.0, ge=0, validation_alias=_env("MONITORX_STABLE_AFTER"))
+    """A session counts as healthy, resetting the backoff, once it delivered a frame and lasted
+    this long (default 10 s)."""
+    stream_maxlen: int = Field(default=100_000, gt=0, validation_alias=_env("MONITORX_STREAM_MAXLEN"))
+    """Snapshot stream length kept for entries every consumer group has already read."""
+    record: Path | None = Field(default=None, validation_alias=_env("MONITORX_RECORD"))
+    """Append every raw frame to this JSONL file (``--record``)."""
+
+    @model_validator(mode="after")
+    def _legacy_username(self) -> IngestSettings:
+        # USERNAME is set by many operating systems, so the legacy name only counts when the
+        # password is configured too (a username alone sends no auth frame in any case).
+        if self.galio_username is None and self.galio_password is not None and os.environ.get("USERNAME"):
+            object.__setattr__(self, "galio_username", os.environ["USERNAME"])
+        return self
+
+
+class DispatchSettings(CommonSettings):
+    """The dispatcher."""
+
+    consumer: str = Field(default_factory=lambda: f"dispatch-{os.getpid()}", validation_alias=_env("MONITORX_CONSUMER"))
+    tick_seconds: float = Field(default=5.0, gt=0, validation_alias=_env("MONITORX_TICK_SECONDS"))
+    """How often time-driven checks (stale data, schedules) are enqueued (default 5 s)."""
+    claim_idle_ms: int = Field(default=30_000, gt=0, validation_alias=_env("MONITORX_CLAIM_IDLE_MS"))
+    """Pending stream entries idle this long are reclaimed from a dead dispatcher (default 30 s)."""
+    batch: int = Field(default=500, gt=0, validation_alias=_env("MONITORX_BATCH"))
+    job_timeout: int = Field(default=30, gt=0, validation_alias=_env("MONITORX_JOB_TIMEOUT"))
+    """Seconds a check job may run before it is stopped and reported as check_error (default 30)."""
+
+
+class WorkerSettings(CommonSettings):
+    """An RQ worker running checks."""
+
+    worker_class: Literal["simple", "fork"] = Field(default="simple", validation_alias=_env("MONITORX_WORKER_CLASS"))
+    """``simple`` (default; runs jobs in-process, measured faster: see README) or ``fork``."""
+    name: str | None = Field(default=None, validation_alias=_env("MONITORX_WORKER_NAME"))
+
+
+class AlertSettings(CommonSettings):
+    """The alerter and its sinks."""
+
+    consumer: str = Field(default_factory=lambda: f"alert-{os.getpid()}", validation_alias=_env("MONITORX_CONSUMER"))
+    console: bool = Field(default=False, validation_alias=_env("MONITORX_CONSOLE"))
+    """Print each alert on standard output."""
+    alerts_jsonl: Path | None = Field(default=None, validation_alias=_env("MONITORX_ALERTS_JSONL"))
+    """Append every delivered alert to this file, one JSON object per line."""
+    slack_webhook_url: SecretStr | None = Field(
+        default=None, validation_alias=_env("MONITORX_SLACK_WEBHOOK_URL", "SLACK_WEBHOOK_URL")
+    )
+    """Slack incoming webhook (a secret: never logged)."""
+    webhook_url: SecretStr | None = Field(default=None, validation_alias=_env("MONITORX_WEBHOOK_URL"))
+    """Generic HTTP webhook receiving each alert as a JSON POST."""
+    max_attempts: int = Field(default=5, ge=1, validation_alias=_env("MONITORX_MAX_ATTEMPTS"))
+    """Delivery attempts per alert and sink before it goes to the dead-letter stream (default 5)."""
+    retry_idle_ms: int = Field(default=5_000, gt=0, validation_alias=_env("MONITORX_RETRY_IDLE_MS"))
+    """An alert whose delivery failed is retried after this many milliseconds (default 5 s)."""
+    http_timeout: float = Field(default=10.0, gt=0, validation_alias=_env("MONITORX_HTTP_TIMEOUT"))
+    sent_ttl: int = Field(default=7 * 86400, gt=0, validation_alias=_env("MONITORX_SENT_TTL"))
+    """Seconds a delivery marker is kept (default 7 days)."""

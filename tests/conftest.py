@@ -1,0 +1,78 @@
+"""Shared fixtures: a real redis-server per test session on a free port, emptied per test."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+import redis as redis_lib
+
+from tests.helpers import free_port, wait_until
+
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server on a free loopback port; yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: run `make install`")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir), "--protected-mode", "yes"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis_lib.Redis.from_url(url)
+
+    def ready() -> bool:
+        try:
+            return bool(client.ping())
+        except redis_lib.ConnectionError:
+            return False
+
+    wait_until(ready, timeout=10, what="redis-server to start")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """The session's Redis, flushed before the test."""
+    redis_lib.Redis.from_url(redis_server).flushall()
+    return redis_server
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis_lib.Redis]:
+    client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def poll() -> Callable[..., object]:
+    return wait_until
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def legacy_config(repo_root: Path) -> Path:
+    path = repo_root.parent / "shared" / "legacy" / "features.json"
+    if not path.exists():
+        pytest.fail(f"the legacy configuration is expected beside the checkout at {path}")
+    return path
+
+
