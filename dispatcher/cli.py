@@ -1,0 +1,45 @@
+"""``monitorx dispatch``: run the dispatcher until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from dispatcher.service import Dispatcher
+from shared.cli import config_or_exit, settings_or_exit
+from shared.lifecycle import Stopper, setup_logging
+from shared.redisio import connect
+from shared.settings import DispatchSettings
+from workers.plan import load_plan
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="monitorx dispatch",
+        description="Read the snapshot stream and enqueue one check job per (instance, account) pair. "
+        "Settings come from MONITORX_* environment variables (see README).",
+    )
+    parser.parse_args(argv)
+    settings = settings_or_exit(DispatchSettings)
+    setup_logging(settings.log_level, settings.log_format)
+    plan = config_or_exit(lambda: load_plan(settings.config))
+    url = str(settings.redis_url)
+    dispatcher = Dispatcher(
+        r=connect(url),
+        rq_connection=connect(url, decode=False),
+        keys=settings.keys,
+        plan=plan,
+        consumer=settings.consumer,
+        job_timeout=settings.job_timeout,
+        batch=settings.batch,
+        tick_seconds=settings.tick_seconds,
+        claim_idle_ms=settings.claim_idle_ms,
+    ).start()
+    stopper = Stopper().install()
+    log.info("dispatcher %s routing %d instances from %s", settings.consumer, len(plan.bound), plan.config.source)
+    while not stopper.is_set():
+        dispatcher.step()
+    log.info("dispatcher stopped")
+    return 0

@@ -1,0 +1,164 @@
+"""The dispatcher loop. ``while not stopping: dispatcher.step()``; tests call ``step()`` directly.
+
+Each step reclaims entries a dead dispatcher left pending, reads new snapshot entries through the
+consumer group, enqueues one job per routed (instance, account) pair, acknowledges the entries
+only after the jobs are in the queue, and on each tick enqueues the time-driven checks.
+
+Latest wins: while a pair has a job waiting (``queued:{instance}:{account}`` names it and the job
+still exists), no second one is queued; that job reads the newest snapshot when it starts, and
+deletes the marker first, so a frame arriving while it runs queues a fresh job.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from rq import Callback, Queue
+
+from shared import keys as K
+from shared.keys import Keys, job_id_part
+from shared.redisio import ensure_group
+from workers.plan import Plan
+from workers.worker import make_queue
+
+log = logging.getLogger(__name__)
+
+MARKER_TTL = 600
+"""Seconds a latest-wins marker lives at most (a lost job can hold its pair no longer)."""
+FAILURE_TTL = 3600
+"""Seconds a failed job is kept for inspection (rq's default is a year)."""
+RQ_JOB_PREFIX = "rq:job:"
+
+# KEYS[1] marker. ARGV: new job id, ttl, rq job key prefix. 1: enqueue it; 0: coalesced.
+_MARK = """
+local cur = redis.call('GET', KEYS[1])
+if cur and redis.call('EXISTS', ARGV[3] .. cur) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+return 1
+"""
+
+Pair = tuple[str, str, float | None]
+"""(instance, account, at): ``at`` is the evaluation time of time-driven runs, else None."""
+
+
+@dataclass
+class Dispatcher:
+    r: redis.Redis
+    rq_connection: redis.Redis
+    keys: Keys
+    plan: Plan
+    consumer: str
+    job_timeout: int = 30
+    batch: int = 500
+    block_ms: int = 500
+    tick_seconds: float = 5.0
+    claim_idle_ms: int = 30_000
+    clock: Callable[[], float] = time.time
+    started_at: float = field(default=0.0)
+    _next_tick: float = 0.0
+    _next_claim: float = 0.0
+    _queue: Queue | None = None
+    _mark: Any = None
+
+    def start(self) -> Dispatcher:
+        ensure_group(self.r, self.keys.snapshots, K.DISPATCH_GROUP)
+        self._queue = make_queue(self.rq_connection)
+        self._mark = self.r.register_script(_MARK)
+        self.started_at = self.started_at or self.clock()
+        return self
+
+    def step(self) -> int:
+        """One round: reclaim, read, enqueue, ack, tick. Returns the number of jobs enqueued."""
+        now = self.clock()
+        enqueued = 0
+        if now >= self._next_claim:
+            self._next_claim = now + self.claim_idle_ms / 1000
+            enqueued += self._handle(self._reclaim())
+        enqueued += self._handle(self._read())
+        if self.clock() >= self._next_tick:
+            self._next_tick = self.clock() + self.tick_seconds
+            enqueued += self.tick(self.clock())
+        return enqueued
+
+    def _read(self) -> list[tuple[str, dict[str, str]]]:
+        block = max(1, min(self.block_ms, int(max(0.0, self._next_tick - self.clock()) * 1000) or 1))
+        reply = self.r.xreadgroup(
+            K.DISPATCH_GROUP, self.consumer, {self.keys.snapshots: ">"}, count=self.batch, block=block
+        )
+        return [entry for _, entries in reply or [] for entry in entries]
+
+    def _reclaim(self) -> list[tuple[str, dict[str, str]]]:
+        reply = self.r.xautoclaim(
+            self.keys.snapshots, K.DISPATCH_GROUP, self.consumer, self.claim_idle_ms, "0-0", count=self.batch
+        )
+        entries = [(eid, fields or {}) for eid, fields in reply[1]]
+        if entries:
+            log.info("reclaimed %d pending snapshot entries", len(entries))
+        return entries + [(eid, {}) for eid in (reply[2] if len(reply) > 2 else [])]
+
+    def _handle(self, entries: Sequence[tuple[str, dict[str, str]]]) -> int:
+        if not entries:
+            return 0
+        pairs = [(b.name, f["account"], None) for _, f in entries if "account" in f for b in self.plan.for_snapshot(f["account"])]
+        enqueued = self.enqueue(pairs)
+        self.r.xack(self.keys.snapshots, K.DISPATCH_GROUP, *[eid for eid, _ in entries])
+        return enqueued
+
+    def tick(self, now: float) -> int:
+        """Enqueue the time-driven checks of every account they cover."""
+        seen = set(self.r.zrange(self.keys.seen, 0, -1))
+        unseen_due = now - self.started_at >= self.plan.config.stale_after
+        pairs: list[Pair] = []
+        for bound in self.plan.on_tick():
+            accounts = {a for a in seen if bound.instance.covers(a)}
+            if unseen_due:
+                accounts |= set(bound.instance.explicit_accounts)
+            pairs.extend((bound.name, a, now) for a in sorted(accounts))
+        return self.enqueue(pairs)
+
+    def enqueue(self, pairs: Iterable[Pair]) -> int:
+        """Enqueue one job per pair not already waiting; returns how many were enqueued."""
+        unique = list(dict.fromkeys(pairs))
+        if not unique:
+            return 0
+        ids = [f"{job_id_part(i)}-{job_id_part(a)}-{uuid.uuid4().hex[:12]}" for i, a, _ in unique]
+        pipe = self.r.pipeline(transaction=False)
+        for (instance, account, _), job_id in zip(unique, ids, strict=True):
+            self._mark(keys=[self.keys.queued(instance, account)], args=[job_id, MARKER_TTL, RQ_JOB_PREFIX], client=pipe)
+        marks = pipe.execute()
+        todo = [(pair, job_id) for pair, job_id, ok in zip(unique, ids, marks, strict=True) if ok]
+        self._push(todo)
+        coalesced = len(unique) - len(todo)
+        counts = self.r.pipeline(transaction=False)
+        counts.hincrby(self.keys.counters, K.COUNTER_JOBS, len(todo))
+        counts.hincrby(self.keys.counters, K.COUNTER_COALESCED, coalesced)
+        counts.execute()
+        return len(todo)
+
+    def _push(self, todo: Sequence[tuple[Pair, str]]) -> None:
+        if not todo:
+            return
+        assert self._queue is not None, "start() first"
+        datas = [
+            Queue.prepare_data(
+                "workers.runner.run_check",
+                args=[instance, account, at],
+                job_id=job_id,
+                timeout=self.job_timeout,
+                result_ttl=0,
+                failure_ttl=FAILURE_TTL,
+                description=f"{instance} {account}",
+                meta={"prefix": self.keys.prefix},
+                on_failure=Callback("workers.runner.on_job_failure"),
+            )
+            for (instance, account, at), job_id in todo
+        ]
+        pipe = self.rq_connection.pipeline()
+        self._queue.enqueue_many(datas, pipeline=pipe)
+        pipe.execute()

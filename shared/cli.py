@@ -1,0 +1,38 @@
+"""Helpers for the processes' ``main()``: settings errors as clear messages, config errors likewise."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from shared.config import ConfigError
+
+S = TypeVar("S")
+
+EXIT_USAGE = 2
+EXIT_CONFIG = 1
+
+
+def settings_or_exit(factory: Callable[[], S]) -> S:
+    """Build a settings object; on a bad variable, name it with the reason and exit 2."""
+    try:
+        return factory()
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            sys.stderr.write(f"invalid setting {name}: {err['msg']}\n")
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def config_or_exit(factory: Callable[[], S]) -> S:
+    """Load a configuration; on errors, list every problem (file: path: reason) and exit 1."""
+    try:
+        return factory()
+    except ConfigError as exc:
+        sys.stderr.write(f"invalid configuration {exc.file}:\n")
+        for problem in exc.problems:
+            sys.stderr.write(f"  {problem.render(exc.file)}\n")
+        raise SystemExit(EXIT_CONFIG) from None

@@ -1,0 +1,128 @@
+"""Dispatcher and workers against a real redis-server: routing, latest wins, state, allowlist."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis as redis_lib
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from dispatcher.service import Dispatcher
+from ingestor.normalize import normalize_account
+from shared.config import parse
+from shared.keys import COUNTER_COALESCED, COUNTER_REJECTED_JOBS, QUEUE_NAME, Keys
+from shared.models import Alert
+from shared.redisio import Publisher, connect
+from workers.context import Context
+from workers.plan import Plan, build
+from workers.registry import Registry
+from workers.worker import make_worker
+
+CONFIG = """
+stale_after: 30
+checks:
+  low:
+    check: low_balance
+    accounts: ["BINANCE-*"]
+    cooldown: 300
+"""
+ACC = "BINANCE-AAZ01-UM"
+KEYS = Keys()
+
+
+def plan_of(text: str = CONFIG) -> Plan:
+    return build(parse(text, "test.yaml"), Registry.discover())
+
+
+def setup(url: str, plan: Plan, clock: Any = None) -> tuple[Dispatcher, Any, Publisher]:
+    r = connect(url)
+    d = Dispatcher(r=r, rq_connection=connect(url, decode=False), keys=KEYS, plan=plan, consumer="d1", block_ms=10)
+    if clock is not None:
+        d.clock = clock
+    d.start()
+    worker = make_worker("simple", connect(url, decode=False), Context(r, KEYS, plan), name="w1")
+    return d, worker, Publisher(r, KEYS)
+
+
+def alerts(r: redis_lib.Redis) -> list[Alert]:
+    return [Alert.model_validate_json(f["alert"]) for _, f in r.xrange(KEYS.alerts)]
+
+
+def snap(t: float, usdt: object, seq: int = 0) -> Any:
+    return normalize_account(ACC, {"USDTwalletBalance": usdt, "BNBwalletBalance": "5"}, observed_at=t, seq=seq)
+
+
+def test_low_balance_alert_end_to_end_through_rq(redis_url: str, r: redis_lib.Redis) -> None:
+    d, worker, pub = setup(redis_url, plan_of())
+    pub.publish([snap(1000.0, "1234.5")])
+    assert d.step() == 2  # low_balance and stale_data, both routed on snapshots
+    worker.work(burst=True)
+    got = [a for a in alerts(r) if a.check == "low_balance"]
+    assert len(got) == 1
+    assert got[0].account == ACC and got[0].state == "firing"
+    assert "$1,234.50" in got[0].text and "$10,000" in got[0].text
+    assert r.xpending(KEYS.snapshots, "dispatch")["pending"] == 0
+
+
+def test_latest_wins_coalesces_waiting_jobs(redis_url: str, r: redis_lib.Redis) -> None:
+    d, worker, pub = setup(redis_url, plan_of())
+    for i in range(5):
+        pub.publish([snap(1000.0 + i, "20000", seq=i)])
+        d.step()
+    assert len(Queue(QUEUE_NAME, connection=connect(redis_url, decode=False), serializer=JSONSerializer)) <= 2
+    assert int(r.hget(KEYS.counters, COUNTER_COALESCED) or 0) >= 3
+    pub.publish([snap(1010.0, "500", seq=9)])
+    d.step()
+    worker.work(burst=True)
+    low = [a for a in alerts(r) if a.check == "low_balance"]
+    assert [a.observed_at for a in low] == [1010.0]  # the newest snapshot was evaluated
+
+
+def test_older_snapshot_never_overwrites_newer_state(redis_url: str, r: redis_lib.Redis) -> None:
+    d, worker, pub = setup(redis_url, plan_of())
+    pub.publish([snap(2000.0, "500")])
+    pub.publish([snap(1500.0, "50000")])  # arrives late, older
+    d.step()
+    worker.work(burst=True)
+    assert json.loads(r.hget(KEYS.latest(ACC), "snapshot"))["observed_at"] == 2000.0
+    assert len([a for a in alerts(r) if a.check == "low_balance"]) == 1
+
+
+def test_junk_value_gives_check_error_for_that_pair_only(redis_url: str, r: redis_lib.Redis) -> None:
+    d, worker, pub = setup(redis_url, plan_of())
+    pub.publish([snap(1000.0, "12x"), normalize_account("BINANCE-AAZ02-UM", {"USDTwalletBalance": 5}, 1000.0)])
+    d.step()
+    worker.work(burst=True)
+    by_check = {(a.check, a.account) for a in alerts(r)}
+    assert ("check_error", ACC) in by_check
+    assert ("low_balance", "BINANCE-AAZ02-UM") in by_check
+    error = next(a for a in alerts(r) if a.check == "check_error")
+    assert "USDTwalletBalance" in error.text
+
+
+def test_stale_tick_fires_and_resolves(redis_url: str, r: redis_lib.Redis) -> None:
+    now = [1000.0]
+    d, worker, pub = setup(redis_url, plan_of(), clock=lambda: now[0])
+    pub.publish([snap(1000.0, "50000")])
+    d.step()
+    worker.work(burst=True)
+    now[0] = 1031.0
+    d.tick(now[0])
+    worker.work(burst=True)
+    pub.publish([snap(1032.0, "50000")])
+    d.step()
+    worker.work(burst=True)
+    stale = [(a.state, a.observed_at) for a in alerts(r) if a.check == "stale_data"]
+    assert stale == [("firing", 1031.0), ("resolved", 1032.0)]
+
+
+def test_forged_job_is_refused(redis_url: str, r: redis_lib.Redis) -> None:
+    d, worker, _ = setup(redis_url, plan_of())
+    q = Queue(QUEUE_NAME, connection=connect(redis_url, decode=False), serializer=JSONSerializer)
+    job = q.enqueue("platform.node")
+    worker.work(burst=True)
+    job.refresh()
+    assert job.is_failed
+    assert int(r.hget(KEYS.counters, COUNTER_REJECTED_JOBS) or 0) == 1

@@ -1,0 +1,159 @@
+"""The runnable form of a configuration: every instance bound to its check, params validated.
+
+Both the dispatcher (routing) and the workers (running) build the same Plan from the same file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from shared.config import Config, ConfigError, Instance, Problem
+from workers.checks.base import CheckSpec, ReportSpec
+from workers.registry import Registry
+from workers.state import Policy
+
+log = logging.getLogger(__name__)
+
+STALE_INSTANCE = "stale_data:all"
+"""Name of the stale-data instance added over every configured account when none is configured."""
+
+
+@dataclass(frozen=True)
+class Bound:
+    """One enabled instance with its check and validated params."""
+
+    instance: Instance
+    spec: CheckSpec[Any] | ReportSpec[Any]
+    params: BaseModel
+
+    @property
+    def name(self) -> str:
+        return self.instance.name
+
+    @property
+    def check(self) -> CheckSpec[Any]:
+        assert isinstance(self.spec, CheckSpec)
+        return self.spec
+
+    @property
+    def policy(self) -> Policy:
+        spec = self.check
+        inst = self.instance
+        delay = inst.delay if inst.delay is not None else spec.default_delay
+        cooldown = inst.cooldown if inst.cooldown is not None else spec.default_cooldown
+        return Policy(delay=delay, cooldown=cooldown, forget_on_clear=spec.forget_on_clear)
+
+    @property
+    def send_resolved(self) -> bool:
+        spec = self.check
+        return self.instance.resolved if self.instance.resolved is not None else spec.default_resolved
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: Config
+    bound: dict[str, Bound]
+    skipped: tuple[tuple[Instance, str], ...] = ()
+    _routes: dict[str, tuple[Bound, ...]] = field(default_factory=dict, compare=False)
+
+    def get(self, name: str) -> Bound | None:
+        return self.bound.get(name)
+
+    def for_snapshot(self, account: str) -> tuple[Bound, ...]:
+        """Per-account checks evaluated on each snapshot of ``account`` (memoized per account)."""
+        routes = self._routes.get(account)
+        if routes is None:
+            routes = tuple(
+                b for b in self.bound.values()
+                if isinstance(b.spec, CheckSpec) and "snapshot" in b.spec.triggers and b.instance.covers(account)
+            )
+            self._routes[account] = routes
+        return routes
+
+    def on_tick(self) -> tuple[Bound, ...]:
+        return tuple(b for b in self.bound.values() if isinstance(b.spec, CheckSpec) and "tick" in b.spec.triggers)
+
+    def reports(self) -> tuple[Bound, ...]:
+        return tuple(b for b in self.bound.values() if isinstance(b.spec, ReportSpec))
+
+
+def _bind(inst: Instance, registry: Registry) -> tuple[Bound | None, list[Problem], str | None]:
+    spec = registry.get(inst.check)
+    where = inst.source_path or inst.name
+    if spec is None:
+        known = ", ".join(registry.names)
+        if inst.check in _LEGACY_NAMES:
+            return None, [], f"check {inst.check!r} is not implemented yet"
+        return None, [Problem(path=f"{where}.check", reason=f"unknown check {inst.check!r} (known: {known})")], None
+    try:
+        params = spec.params.model_validate(inst.params)
+    except ValidationError as exc:
+        problems = [
+            Problem(path=".".join([where, "params", *(str(p) for p in e["loc"])]), reason=e["msg"])
+            for e in exc.errors()
+        ]
+        return None, problems, None
+    return Bound(inst, spec, params), [], None
+
+
+def _stale_instance(config: Config) -> Instance:
+    patterns = sorted({a for i in config.enabled for a in i.accounts})
+    return Instance(
+        name=STALE_INSTANCE,
+        check="stale_data",
+        accounts=tuple(patterns) or ("*",),
+        params={"max_age": config.stale_after},
+        source_path="stale_after",
+    )
+
+
+def build(config: Config, registry: Registry) -> Plan:
+    """Bind every enabled instance; raise ConfigError listing every problem."""
+    instances: Sequence[Instance] = config.enabled
+    if not any(i.check == "stale_data" for i in instances):
+        instances = (*instances, _stale_instance(config))
+    bound: dict[str, Bound] = {}
+    problems: list[Problem] = []
+    skipped: list[tuple[Instance, str]] = []
+    for inst in instances:
+        if inst.name in bound:
+            problems.append(Problem(path=inst.source_path, reason=f"instance name {inst.name!r} is used twice"))
+            continue
+        b, wrong, skip = _bind(inst, registry)
+        problems.extend(wrong)
+        if skip:
+            skipped.append((inst, skip))
+        if b is not None:
+            bound[inst.name] = b
+    if problems:
+        raise ConfigError(config.source, problems)
+    return Plan(config=config, bound=bound, skipped=tuple(skipped))
+
+
+_LEGACY_NAMES = frozenset({"delta", "okx_hedge", "margin_risk", "balance_report", "margin_snapshot"})
+
+
+def builtin_config() -> Config:
+    """The embedded default configuration (the demo's): ``workers/default.yaml``."""
+    from importlib.resources import files
+
+    from shared.config import parse
+
+    return parse(files("workers").joinpath("default.yaml").read_text(encoding="utf-8"), "<built-in default.yaml>")
+
+
+def load_plan(path: Path | None, registry: Registry | None = None) -> Plan:
+    """Load, validate and bind a configuration file (None: the built-in default)."""
+    from shared.config import load
+
+    config = builtin_config() if path is None else load(path)
+    plan = build(config, registry or Registry.discover())
+    for inst, reason in plan.skipped:
+        log.warning("instance %s skipped: %s", inst.name, reason)
+    return plan
