@@ -33,12 +33,15 @@ def main(argv: list[str] | None = None) -> int:
         plan=plan,
         consumer=settings.consumer,
         job_timeout=settings.job_timeout,
+        result_ttl=settings.result_ttl,
         batch=settings.batch,
         tick_seconds=settings.tick_seconds,
         claim_idle_ms=settings.claim_idle_ms,
     ).start()
     stopper = Stopper().install()
-    log.info("dispatcher %s routing %d instances from %s", settings.consumer, len(plan.bound), plan.config.source)
+    log.info(
+        "dispatcher %s routing %d instances from %s", settings.consumer, len(plan.bound), plan.config.source
+    )
     while not stopper.is_set():
         dispatcher.step()
     log.info("dispatcher stopped")

@@ -55,6 +55,7 @@ class Dispatcher:
     plan: Plan
     consumer: str
     job_timeout: int = 30
+    result_ttl: int = 0
     batch: int = 500
     block_ms: int = 500
     tick_seconds: float = 5.0
@@ -88,13 +89,13 @@ class Dispatcher:
 
     def _read(self) -> list[tuple[str, dict[str, str]]]:
         block = max(1, min(self.block_ms, int(max(0.0, self._next_tick - self.clock()) * 1000) or 1))
-        reply = self.r.xreadgroup(
+        reply: Any = self.r.xreadgroup(
             K.DISPATCH_GROUP, self.consumer, {self.keys.snapshots: ">"}, count=self.batch, block=block
         )
         return [entry for _, entries in reply or [] for entry in entries]
 
     def _reclaim(self) -> list[tuple[str, dict[str, str]]]:
-        reply = self.r.xautoclaim(
+        reply: Any = self.r.xautoclaim(
             self.keys.snapshots, K.DISPATCH_GROUP, self.consumer, self.claim_idle_ms, "0-0", count=self.batch
         )
         entries = [(eid, fields or {}) for eid, fields in reply[1]]
@@ -105,14 +106,20 @@ class Dispatcher:
     def _handle(self, entries: Sequence[tuple[str, dict[str, str]]]) -> int:
         if not entries:
             return 0
-        pairs = [(b.name, f["account"], None) for _, f in entries if "account" in f for b in self.plan.for_snapshot(f["account"])]
+        pairs = [
+            (b.name, f["account"], None)
+            for _, f in entries
+            if "account" in f
+            for b in self.plan.for_snapshot(f["account"])
+        ]
         enqueued = self.enqueue(pairs)
         self.r.xack(self.keys.snapshots, K.DISPATCH_GROUP, *[eid for eid, _ in entries])
         return enqueued
 
     def tick(self, now: float) -> int:
         """Enqueue the time-driven checks of every account they cover."""
-        seen = set(self.r.zrange(self.keys.seen, 0, -1))
+        members: Any = self.r.zrange(self.keys.seen, 0, -1)
+        seen: set[str] = set(members)
         unseen_due = now - self.started_at >= self.plan.config.stale_after
         pairs: list[Pair] = []
         for bound in self.plan.on_tick():
@@ -130,7 +137,11 @@ class Dispatcher:
         ids = [f"{job_id_part(i)}-{job_id_part(a)}-{uuid.uuid4().hex[:12]}" for i, a, _ in unique]
         pipe = self.r.pipeline(transaction=False)
         for (instance, account, _), job_id in zip(unique, ids, strict=True):
-            self._mark(keys=[self.keys.queued(instance, account)], args=[job_id, MARKER_TTL, RQ_JOB_PREFIX], client=pipe)
+            self._mark(
+                keys=[self.keys.queued(instance, account)],
+                args=[job_id, MARKER_TTL, RQ_JOB_PREFIX],
+                client=pipe,
+            )
         marks = pipe.execute()
         todo = [(pair, job_id) for pair, job_id, ok in zip(unique, ids, marks, strict=True) if ok]
         self._push(todo)
@@ -151,7 +162,7 @@ class Dispatcher:
                 args=[instance, account, at],
                 job_id=job_id,
                 timeout=self.job_timeout,
-                result_ttl=0,
+                result_ttl=self.result_ttl,
                 failure_ttl=FAILURE_TTL,
                 description=f"{instance} {account}",
                 meta={"prefix": self.keys.prefix},

@@ -79,10 +79,10 @@ class Instance(BaseModel):
     accounts: tuple[str, ...] = ("*",)
     """Account ids or glob patterns (``BINANCE-*-UM``)."""
     params: dict[str, Any] = Field(default_factory=dict)
-    delay: float | None = Field(default=None, ge=0)
+    delay: int | float | None = Field(default=None, ge=0)
     """None: the first breaching evaluation fires. A number: it starts a clock, and the first
     later breaching evaluation at least this many seconds on fires (legacy delta/hedge)."""
-    cooldown: float | None = Field(default=None, ge=0)
+    cooldown: int | float | None = Field(default=None, ge=0)
     """Seconds between alerts of one key; None: the check's default."""
     resolved: bool | None = None
     """Send a notice when a firing key clears; None: the check's default."""
@@ -133,8 +133,8 @@ class _YamlCheck(BaseModel):
     check: str = Field(min_length=1)
     accounts: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
-    delay: float | None = Field(default=None, ge=0)
-    cooldown: float | None = Field(default=None, ge=0)
+    delay: int | float | None = Field(default=None, ge=0)
+    cooldown: int | float | None = Field(default=None, ge=0)
     resolved: bool | None = None
     schedule: list[str] = Field(default_factory=list)
     missed: Literal["late", "skip"] = "late"
@@ -217,8 +217,9 @@ def _strip_comments(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if not k.startswith("_")}
 
 
-def _legacy_instance(name: str, entry: _LegacyEntry, check: str, params: dict[str, Any], accounts: list[str],
-                     path: str) -> Instance:
+def _legacy_instance(
+    name: str, entry: _LegacyEntry, check: str, params: dict[str, Any], accounts: list[str], path: str
+) -> Instance:
     params = _strip_comments(params)
     enabled = params.pop("enabled", True)
     delay = params.pop("delay", None)
@@ -248,7 +249,9 @@ def _legacy_entry(name: str, raw: Any) -> tuple[list[Instance], list[Problem]]:
         return [], [Problem(path=f"{name}.function", reason=f"unknown legacy function {entry.function!r}")]
     if entry.expand_by == "account":
         if not entry.accounts:
-            return [], [Problem(path=f"{name}.accounts", reason="expand_by: account needs a list of accounts")]
+            return [], [
+                Problem(path=f"{name}.accounts", reason="expand_by: account needs a list of accounts")
+            ]
         template = entry.params_template or {}
         return [
             _legacy_instance(f"{name}:{acc}", entry, check, dict(template), [acc], f"{name}.accounts.{i}")
@@ -257,7 +260,9 @@ def _legacy_entry(name: str, raw: Any) -> tuple[list[Instance], list[Problem]]:
     params = dict(entry.params or {})
     accounts = params.get("accounts") or entry.accounts
     if not isinstance(accounts, list) or not accounts or not all(isinstance(a, str) for a in accounts):
-        return [], [Problem(path=f"{name}.params.accounts", reason="a non-empty list of account ids is required")]
+        return [], [
+            Problem(path=f"{name}.params.accounts", reason="a non-empty list of account ids is required")
+        ]
     return [_legacy_instance(name, entry, check, params, accounts, name)], []
 
 

@@ -10,7 +10,9 @@ import sys
 import threading
 from types import FrameType
 
-_SECRET_URL = re.compile(r"(https?://hooks\.slack\.com/\S+|https?://[^\s/]*:[^\s@/]*@\S+|/services/[A-Z0-9/]+\S*)")
+_SECRET_URL = re.compile(
+    r"(https?://hooks\.slack\.com/\S+|https?://[^\s/]*:[^\s@/]*@\S+|/services/[A-Z0-9/]+\S*)"
+)
 REDACTED = "<redacted>"
 
 
@@ -70,7 +72,9 @@ class Stopper:
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        logging.getLogger(__name__).info("received %s, finishing the current step", signal.Signals(signum).name)
+        logging.getLogger(__name__).info(
+            "received %s, finishing the current step", signal.Signals(signum).name
+        )
         self._event.set()
 
     def set(self) -> None:

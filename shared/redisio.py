@@ -73,7 +73,12 @@ class Publisher:
         pipe = self._r.pipeline(transaction=False)
         for snap in snapshots:
             self._script(
-                keys=[self._keys.latest(snap.account), self._keys.seen, self._keys.snapshots, self._keys.counters],
+                keys=[
+                    self._keys.latest(snap.account),
+                    self._keys.seen,
+                    self._keys.snapshots,
+                    self._keys.counters,
+                ],
                 args=[snap.account, repr(snap.observed_at), snap.seq, snap.model_dump_json()],
                 client=pipe,
             )
@@ -98,10 +103,11 @@ def safe_trim(r: redis.Redis, stream: str, maxlen: int) -> int:
     if int(r.xlen(stream)) <= maxlen:
         return 0
     floor: tuple[int, int] | None = None
-    for group in r.xinfo_groups(stream):
+    groups: Any = r.xinfo_groups(stream)
+    for group in groups:
         bound = _group_floor(r, stream, group)
         floor = bound if floor is None or bound < floor else floor
-    tail = r.xrevrange(stream, count=maxlen + 1)  # ends at the newest entry we may drop
+    tail: Any = r.xrevrange(stream, count=maxlen + 1)  # ends at the newest entry we may drop
     if len(tail) <= maxlen:
         return 0
     ms, seq = _id_tuple(tail[-1][0])

@@ -86,7 +86,9 @@ class IngestSettings(CommonSettings):
 class DispatchSettings(CommonSettings):
     """The dispatcher."""
 
-    consumer: str = Field(default_factory=lambda: f"dispatch-{os.getpid()}", validation_alias=_env("MONITORX_CONSUMER"))
+    consumer: str = Field(
+        default_factory=lambda: f"dispatch-{os.getpid()}", validation_alias=_env("MONITORX_CONSUMER")
+    )
     tick_seconds: float = Field(default=5.0, gt=0, validation_alias=_env("MONITORX_TICK_SECONDS"))
     """How often time-driven checks (stale data, schedules) are enqueued (default 5 s)."""
     claim_idle_ms: int = Field(default=30_000, gt=0, validation_alias=_env("MONITORX_CLAIM_IDLE_MS"))
@@ -94,12 +96,17 @@ class DispatchSettings(CommonSettings):
     batch: int = Field(default=500, gt=0, validation_alias=_env("MONITORX_BATCH"))
     job_timeout: int = Field(default=30, gt=0, validation_alias=_env("MONITORX_JOB_TIMEOUT"))
     """Seconds a check job may run before it is stopped and reported as check_error (default 30)."""
+    result_ttl: int = Field(default=0, ge=0, validation_alias=_env("MONITORX_RESULT_TTL"))
+    """Seconds a finished job is kept (default 0: deleted at once; the benchmark keeps them to
+    read their enqueue and start times)."""
 
 
 class WorkerSettings(CommonSettings):
     """An RQ worker running checks."""
 
-    worker_class: Literal["simple", "fork"] = Field(default="simple", validation_alias=_env("MONITORX_WORKER_CLASS"))
+    worker_class: Literal["simple", "fork"] = Field(
+        default="simple", validation_alias=_env("MONITORX_WORKER_CLASS")
+    )
     """``simple`` (default; runs jobs in-process, measured faster: see README) or ``fork``."""
     name: str | None = Field(default=None, validation_alias=_env("MONITORX_WORKER_NAME"))
 
@@ -107,7 +114,9 @@ class WorkerSettings(CommonSettings):
 class AlertSettings(CommonSettings):
     """The alerter and its sinks."""
 
-    consumer: str = Field(default_factory=lambda: f"alert-{os.getpid()}", validation_alias=_env("MONITORX_CONSUMER"))
+    consumer: str = Field(
+        default_factory=lambda: f"alert-{os.getpid()}", validation_alias=_env("MONITORX_CONSUMER")
+    )
     console: bool = Field(default=False, validation_alias=_env("MONITORX_CONSOLE"))
     """Print each alert on standard output."""
     alerts_jsonl: Path | None = Field(default=None, validation_alias=_env("MONITORX_ALERTS_JSONL"))

@@ -38,7 +38,9 @@ def plan_of(text: str = CONFIG) -> Plan:
 
 def setup(url: str, plan: Plan, clock: Any = None) -> tuple[Dispatcher, Any, Publisher]:
     r = connect(url)
-    d = Dispatcher(r=r, rq_connection=connect(url, decode=False), keys=KEYS, plan=plan, consumer="d1", block_ms=10)
+    d = Dispatcher(
+        r=r, rq_connection=connect(url, decode=False), keys=KEYS, plan=plan, consumer="d1", block_ms=10
+    )
     if clock is not None:
         d.clock = clock
     d.start()
@@ -51,7 +53,9 @@ def alerts(r: redis_lib.Redis) -> list[Alert]:
 
 
 def snap(t: float, usdt: object, seq: int = 0) -> Any:
-    return normalize_account(ACC, {"USDTwalletBalance": usdt, "BNBwalletBalance": "5"}, observed_at=t, seq=seq)
+    return normalize_account(
+        ACC, {"USDTwalletBalance": usdt, "BNBwalletBalance": "5"}, observed_at=t, seq=seq
+    )
 
 
 def test_low_balance_alert_end_to_end_through_rq(redis_url: str, r: redis_lib.Redis) -> None:
@@ -92,7 +96,9 @@ def test_older_snapshot_never_overwrites_newer_state(redis_url: str, r: redis_li
 
 def test_junk_value_gives_check_error_for_that_pair_only(redis_url: str, r: redis_lib.Redis) -> None:
     d, worker, pub = setup(redis_url, plan_of())
-    pub.publish([snap(1000.0, "12x"), normalize_account("BINANCE-AAZ02-UM", {"USDTwalletBalance": 5}, 1000.0)])
+    pub.publish(
+        [snap(1000.0, "12x"), normalize_account("BINANCE-AAZ02-UM", {"USDTwalletBalance": 5}, 1000.0)]
+    )
     d.step()
     worker.work(burst=True)
     by_check = {(a.check, a.account) for a in alerts(r)}
@@ -119,7 +125,7 @@ def test_stale_tick_fires_and_resolves(redis_url: str, r: redis_lib.Redis) -> No
 
 
 def test_forged_job_is_refused(redis_url: str, r: redis_lib.Redis) -> None:
-    d, worker, _ = setup(redis_url, plan_of())
+    _d, worker, _ = setup(redis_url, plan_of())
     q = Queue(QUEUE_NAME, connection=connect(redis_url, decode=False), serializer=JSONSerializer)
     job = q.enqueue("platform.node")
     worker.work(burst=True)

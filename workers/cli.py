@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
         "(docker compose up --scale worker=N). Settings come from MONITORX_* variables.",
     )
     parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
-    parser.add_argument("--class", dest="kind", choices=["simple", "fork"], help="worker class (default: settings)")
+    parser.add_argument(
+        "--class", dest="kind", choices=["simple", "fork"], help="worker class (default: settings)"
+    )
     parser.add_argument("--name", help="worker name shown by rq info")
     args = parser.parse_args(argv)
     settings = settings_or_exit(WorkerSettings)
@@ -31,8 +33,17 @@ def main(argv: list[str] | None = None) -> int:
     plan = config_or_exit(lambda: load_plan(settings.config))
     url = str(settings.redis_url)
     context = Context(connect(url), settings.keys, plan)
-    worker = make_worker(args.kind or settings.worker_class, connect(url, decode=False), context,
-                         name=args.name or settings.name)
-    log.info("worker %s (%s) running %d instances", worker.name, args.kind or settings.worker_class, len(plan.bound))
+    worker = make_worker(
+        args.kind or settings.worker_class,
+        connect(url, decode=False),
+        context,
+        name=args.name or settings.name,
+    )
+    log.info(
+        "worker %s (%s) running %d instances",
+        worker.name,
+        args.kind or settings.worker_class,
+        len(plan.bound),
+    )
     worker.work(burst=args.burst, logging_level=settings.log_level.upper(), with_scheduler=False)
     return 0

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -70,14 +70,19 @@ class Plan:
         routes = self._routes.get(account)
         if routes is None:
             routes = tuple(
-                b for b in self.bound.values()
-                if isinstance(b.spec, CheckSpec) and "snapshot" in b.spec.triggers and b.instance.covers(account)
+                b
+                for b in self.bound.values()
+                if isinstance(b.spec, CheckSpec)
+                and "snapshot" in b.spec.triggers
+                and b.instance.covers(account)
             )
             self._routes[account] = routes
         return routes
 
     def on_tick(self) -> tuple[Bound, ...]:
-        return tuple(b for b in self.bound.values() if isinstance(b.spec, CheckSpec) and "tick" in b.spec.triggers)
+        return tuple(
+            b for b in self.bound.values() if isinstance(b.spec, CheckSpec) and "tick" in b.spec.triggers
+        )
 
     def reports(self) -> tuple[Bound, ...]:
         return tuple(b for b in self.bound.values() if isinstance(b.spec, ReportSpec))
@@ -90,7 +95,11 @@ def _bind(inst: Instance, registry: Registry) -> tuple[Bound | None, list[Proble
         known = ", ".join(registry.names)
         if inst.check in _LEGACY_NAMES:
             return None, [], f"check {inst.check!r} is not implemented yet"
-        return None, [Problem(path=f"{where}.check", reason=f"unknown check {inst.check!r} (known: {known})")], None
+        return (
+            None,
+            [Problem(path=f"{where}.check", reason=f"unknown check {inst.check!r} (known: {known})")],
+            None,
+        )
     try:
         params = spec.params.model_validate(inst.params)
     except ValidationError as exc:
@@ -123,7 +132,9 @@ def build(config: Config, registry: Registry) -> Plan:
     skipped: list[tuple[Instance, str]] = []
     for inst in instances:
         if inst.name in bound:
-            problems.append(Problem(path=inst.source_path, reason=f"instance name {inst.name!r} is used twice"))
+            problems.append(
+                Problem(path=inst.source_path, reason=f"instance name {inst.name!r} is used twice")
+            )
             continue
         b, wrong, skip = _bind(inst, registry)
         problems.extend(wrong)
@@ -145,7 +156,9 @@ def builtin_config() -> Config:
 
     from shared.config import parse
 
-    return parse(files("workers").joinpath("default.yaml").read_text(encoding="utf-8"), "<built-in default.yaml>")
+    return parse(
+        files("workers").joinpath("default.yaml").read_text(encoding="utf-8"), "<built-in default.yaml>"
+    )
 
 
 def load_plan(path: Path | None, registry: Registry | None = None) -> Plan:
@@ -154,6 +167,12 @@ def load_plan(path: Path | None, registry: Registry | None = None) -> Plan:
 
     config = builtin_config() if path is None else load(path)
     plan = build(config, registry or Registry.discover())
-    for inst, reason in plan.skipped:
-        log.warning("instance %s skipped: %s", inst.name, reason)
+    if plan.skipped:
+        reasons = sorted({reason for _, reason in plan.skipped})
+        log.warning(
+            "%d instances skipped (%s): %s",
+            len(plan.skipped),
+            "; ".join(reasons),
+            ", ".join(inst.name for inst, _ in plan.skipped),
+        )
     return plan

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,7 +22,6 @@ import redis
 from shared import keys as K
 from shared.keys import Keys
 from shared.models import Alert, Snapshot, alert_id
-from shared.redisio import latest
 from workers import context
 from workers.checks.base import Finding, Message
 from workers.plan import Bound
@@ -49,18 +48,23 @@ def run_check(instance: str, account: str, at: float | None = None) -> str:
     """The RQ job: evaluate one (instance, account) pair on the account's newest snapshot.
 
     ``at`` is the evaluation time of time-driven runs (dispatcher ticks); otherwise the time is
-    the snapshot's observed time, so a replay behaves like live."""
+    the snapshot's observed time, so a replay behaves like live. One round trip reads (and clears
+    the latest-wins marker first, so a frame arriving from now on queues a fresh job), one writes."""
     ctx = context.current()
-    ctx.redis.delete(ctx.keys.queued(instance, account))  # from here on a newer frame queues a new job
+    pipe = ctx.redis.pipeline(transaction=False)
+    pipe.delete(ctx.keys.queued(instance, account))
+    pipe.hget(ctx.keys.latest(account), "snapshot")
+    pipe.hgetall(ctx.keys.state(instance, account))
+    _, raw, stored = pipe.execute()
     bound = ctx.plan.get(instance)
     if bound is None:
         log.warning("job for unknown instance %s (configuration changed?)", instance)
         return "unknown-instance"
-    snap = latest(ctx.redis, ctx.keys, account)
+    snap = None if raw is None else Snapshot.model_validate_json(raw)
     now = at if at is not None else (snap.observed_at if snap else None)
     if now is None:
         return "no-data"
-    return apply(ctx.redis, ctx.keys, bound, account, snap, now, ctx.clock)
+    return apply(ctx.redis, ctx.keys, bound, account, snap, now, ctx.clock, stored)
 
 
 def assess(
@@ -120,8 +124,14 @@ def _check_alerts(
 
 
 def _alert(
-    bound: Bound, account: str, state: Literal["firing", "resolved"], keys: list[str], message: Message,
-    now: float, clock: float, check: str | None = None,
+    bound: Bound,
+    account: str,
+    state: Literal["firing", "resolved"],
+    keys: list[str],
+    message: Message,
+    now: float,
+    clock: float,
+    check: str | None = None,
 ) -> Alert:
     check = check or bound.check.name
     return Alert(
@@ -143,9 +153,14 @@ def _error_policy(bound: Bound) -> Policy:
     return Policy(delay=None, cooldown=max(bound.policy.cooldown, ERROR_MIN_COOLDOWN), forget_on_clear=False)
 
 
-def _error_alert(bound: Bound, account: str, now: float, clock: float, state: Literal["firing", "resolved"],
-                 text: str) -> Alert:
-    title = f"Check error: {bound.name} on {account}" if state == "firing" else f"Check recovered: {bound.name} on {account}"
+def _error_alert(
+    bound: Bound, account: str, now: float, clock: float, state: Literal["firing", "resolved"], text: str
+) -> Alert:
+    title = (
+        f"Check error: {bound.name} on {account}"
+        if state == "firing"
+        else f"Check recovered: {bound.name} on {account}"
+    )
     severity: Literal["critical", "info"] = "critical" if state == "firing" else "info"
     message = Message(title=title, text=text, severity=severity)
     return _alert(bound, account, state, [ERROR_KEY], message, now, clock, check="check_error")
@@ -157,11 +172,14 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{place}"
 
 
-def _failure(bound: Bound, account: str, now: float, prior: Mapping[str, KeyState], clock: float,
-             exc: Exception) -> Assessment:
+def _failure(
+    bound: Bound, account: str, now: float, prior: Mapping[str, KeyState], clock: float, exc: Exception
+) -> Assessment:
     log.warning("check %s on %s failed: %s", bound.name, account, describe_error(exc))
     state, event = step(prior.get(ERROR_KEY, KeyState()), True, now, _error_policy(bound))
-    alerts = [_error_alert(bound, account, now, clock, "firing", describe_error(exc))] if event == "fire" else []
+    alerts = (
+        [_error_alert(bound, account, now, clock, "firing", describe_error(exc))] if event == "fire" else []
+    )
     return Assessment({ERROR_KEY: state}, alerts)
 
 
@@ -170,42 +188,66 @@ def _encode(states: Mapping[str, KeyState]) -> tuple[dict[str, str], list[str]]:
     return keep, [k for k, s in states.items() if s == KeyState()]
 
 
+# KEYS: state hash, alerts stream, counters. ARGV: expected _now ('' = none), new _now, then
+# n_set, field, value..., n_del, field..., n_alerts, alert json..., n_errors.
+# Compare-and-set: applies only if nobody evaluated this pair since we read its state.
+_CAS = """
+local cur = redis.call('HGET', KEYS[1], '_now') or ''
+if cur ~= ARGV[1] then return 0 end
+local i = 3
+local n = tonumber(ARGV[i]); i = i + 1
+local args = {'_now', ARGV[2]}
+for _ = 1, n do table.insert(args, ARGV[i]); table.insert(args, ARGV[i + 1]); i = i + 2 end
+redis.call('HSET', KEYS[1], unpack(args))
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('HDEL', KEYS[1], ARGV[i]); i = i + 1 end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('XADD', KEYS[2], '*', 'alert', ARGV[i]); i = i + 1 end
+redis.call('HINCRBY', KEYS[3], 'evaluations', 1)
+if n > 0 then redis.call('HINCRBY', KEYS[3], 'alerts_emitted', n) end
+local errors = tonumber(ARGV[i])
+if errors > 0 then redis.call('HINCRBY', KEYS[3], 'check_errors', errors) end
+return 1
+"""
+CAS_ATTEMPTS = 20
+
+
 def apply(
-    r: redis.Redis, keys: Keys, bound: Bound, account: str, snap: Snapshot | None, now: float,
-    clock: Any = time.time,
+    r: redis.Redis,
+    keys: Keys,
+    bound: Bound,
+    account: str,
+    snap: Snapshot | None,
+    now: float,
+    clock: Callable[[], float] = time.time,
+    stored: dict[str, str] | None = None,
 ) -> Outcome:
-    """Assess and write the new state and alerts atomically (WATCH/MULTI on the pair's state)."""
+    """Assess and write the new state and alerts atomically, if no evaluation at the same or a
+    later time got there first (then nothing changes: idempotent under retries and reordering)."""
     key = keys.state(bound.name, account)
-    with r.pipeline() as pipe:
-        while True:
-            try:
-                return _apply_once(pipe, keys, key, bound, account, snap, now, clock())
-            except redis.WatchError:
-                continue
+    cas = r.register_script(_CAS)
+    for _ in range(CAS_ATTEMPTS):
+        fetched: Any = r.hgetall(key) if stored is None else stored
+        stored = dict(fetched)
+        last = stored.pop(NOW_FIELD, None)
+        if last is not None and float(last) >= now:
+            return "stale"
+        prior = {k: KeyState.from_json(json.loads(v)) for k, v in stored.items()}
+        result = assess(bound, account, snap, now, prior, clock())
+        if cas(keys=[key, keys.alerts, keys.counters], args=_cas_args(last, now, result)):
+            return "applied"
+        stored = None
+    raise RuntimeError(f"state of {bound.name}/{account} kept changing under us")
 
 
-def _apply_once(pipe: Any, keys: Keys, key: str, bound: Bound, account: str, snap: Snapshot | None, now: float,
-                clock: float) -> Outcome:
-    pipe.watch(key)
-    stored: dict[str, str] = pipe.hgetall(key)
-    last = stored.pop(NOW_FIELD, None)
-    if last is not None and float(last) >= now:
-        pipe.reset()
-        return "stale"
-    prior = {k: KeyState.from_json(json.loads(v)) for k, v in stored.items()}
-    result = assess(bound, account, snap, now, prior, clock)
+def _cas_args(last: str | None, now: float, result: Assessment) -> list[str | int]:
     keep, drop = _encode(result.states)
-    pipe.multi()
-    pipe.hset(key, mapping={NOW_FIELD: repr(now), **keep})
-    if drop:
-        pipe.hdel(key, *drop)
-    for alert in result.alerts:
-        pipe.xadd(keys.alerts, {"alert": alert.model_dump_json()})
-    pipe.hincrby(keys.counters, K.COUNTER_EVALS, 1)
-    if result.alerts:
-        pipe.hincrby(keys.counters, K.COUNTER_ALERTS, len(result.alerts))
-    pipe.execute()
-    return "applied"
+    errors = sum(1 for a in result.alerts if a.check == "check_error" and a.state == "firing")
+    args: list[str | int] = [last or "", repr(now), len(keep)]
+    for field_name, value in keep.items():
+        args += [field_name, value]
+    args += [len(drop), *drop, len(result.alerts), *(a.model_dump_json() for a in result.alerts), errors]
+    return args
 
 
 def on_job_failure(job: Any, connection: redis.Redis, exc_type: Any, value: Any, tb: Any) -> None:
@@ -214,7 +256,11 @@ def on_job_failure(job: Any, connection: redis.Redis, exc_type: Any, value: Any,
     prefix = str(job.meta.get("prefix", K.DEFAULT_PREFIX))
     args = list(job.args or ())
     instance, account = (str(args[0]), str(args[1])) if len(args) >= 2 else ("?", "?")
-    reason = "the job was abandoned (worker lost)" if value is None else f"{getattr(exc_type, '__name__', exc_type)}: {value}"
+    reason = (
+        "the job was abandoned (worker lost)"
+        if value is None
+        else f"{getattr(exc_type, '__name__', exc_type)}: {value}"
+    )
     alert = Alert(
         id=alert_id("job-failed", job.id),
         check="check_error",

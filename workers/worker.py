@@ -32,11 +32,11 @@ class _ContextMixin:
             CURRENT.reset(token)
 
 
-class MonitorSimpleWorker(_ContextMixin, SimpleWorker):  # type: ignore[misc]
+class MonitorSimpleWorker(_ContextMixin, SimpleWorker):
     """Runs each job in the worker process itself."""
 
 
-class MonitorForkWorker(_ContextMixin, Worker):  # type: ignore[misc]
+class MonitorForkWorker(_ContextMixin, Worker):
     """Forks a work horse per job (isolation at the cost of a fork per evaluation)."""
 
 

@@ -16,9 +16,12 @@ from shared.models import Snapshot
 from workers.checks import fmt
 from workers.checks.base import CheckSpec, Finding, Message, Params
 
+DEFAULT_THRESHOLDS: dict[str, int | float] = {"USDT": 10000, "USDC": 10000, "BNB": 3}
+"""The legacy thresholds (copied into each params object, never mutated)."""
+
 
 class LowBalanceParams(Params):
-    thresholds: dict[str, int | float] = Field(default_factory=lambda: {"USDT": 10000, "USDC": 10000, "BNB": 3})
+    thresholds: dict[str, int | float] = Field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     """Asset -> lowest healthy wallet balance."""
     usd_assets: tuple[str, ...] = ("USDT", "USDC")
     """Assets written as dollars (``$1,234.50``, threshold ``$10,000``); others as ``1.2345``."""
@@ -54,7 +57,9 @@ def _line(asset: str, balance: float | None, threshold: float, params: LowBalanc
     return f"• {asset} wallet balance {shown} is below the threshold {limit}"
 
 
-def render(account: str, snap: Snapshot | None, params: LowBalanceParams, fired: Sequence[Finding]) -> Message:
+def render(
+    account: str, snap: Snapshot | None, params: LowBalanceParams, fired: Sequence[Finding]
+) -> Message:
     lines = [_line(f.key, f.detail["balance"], f.detail["threshold"], params) for f in fired]
     return Message(title=f"Low balance alert: {account}", text="\n".join(lines))
 

@@ -25,7 +25,9 @@ def evaluate(snap: Snapshot | None, params: StaleDataParams, now: float) -> list
     if snap is None:
         return [Finding(KEY, True, {"age": None, "max_age": params.max_age, "last": None})]
     age = now - snap.observed_at
-    return [Finding(KEY, age > params.max_age, {"age": age, "max_age": params.max_age, "last": snap.observed_at})]
+    return [
+        Finding(KEY, age > params.max_age, {"age": age, "max_age": params.max_age, "last": snap.observed_at})
+    ]
 
 
 def _when(ts: float) -> str:

@@ -1,0 +1,1 @@
+"""MonitorX: the umbrella command line (``monitorx``) over the pipeline's processes."""

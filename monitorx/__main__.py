@@ -1,0 +1,5 @@
+import sys
+
+from monitorx.cli import main
+
+sys.exit(main())

@@ -1,0 +1,41 @@
+"""``monitorx``: one console script, one subcommand per process plus tools.
+
+Each process subcommand forwards its arguments to that package's ``main`` (also runnable as
+``python -m <package>``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from importlib import import_module
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ingest": ("ingestor.cli", "connect to Galio and publish snapshots"),
+    "dispatch": ("dispatcher.cli", "route snapshots to check jobs"),
+    "worker": ("workers.cli", "run check jobs (an RQ worker)"),
+    "alert": ("alerter.cli", "deliver alerts to the sinks"),
+    "simulate": ("simulator.cli", "a Galio-compatible feed with scripted incidents"),
+    "demo": ("monitorx.demo", "the whole pipeline on a private Redis and the simulator"),
+    "config": ("monitorx.configcmd", "check, show or convert a configuration"),
+    "bench": ("monitorx.bench", "benchmark bare RQ against the pipeline"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: monitorx COMMAND [ARGS...]  (monitorx COMMAND --help for details)", "", "commands:"]
+    lines += [f"  {name:<10} {summary}" for name, (_, summary) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in {"-h", "--help", "help"}:
+        print(_usage())
+        return 0 if args else 2
+    entry = COMMANDS.get(args[0])
+    if entry is None:
+        print(f"monitorx: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    run: Callable[[list[str]], int] = import_module(entry[0]).main
+    return run(args[1:])
