@@ -108,7 +108,7 @@ def normalize_account(
         raw=_raw(obj),
         values=values,
         invalid=invalid,
-        positions={s: Position(symbol=s, **f) for s, f in positions.items()},  # type: ignore[arg-type]
+        positions={s: Position(symbol=s, **f) for s, f in positions.items()},
         assets=assets,
         totals=totals,
         symbol_margins=margins,

@@ -20,6 +20,11 @@ REDIS_RETRIES = 3
 a retried XADD can still be written twice, which every consumer tolerates (see keys.py)."""
 
 
+SOCKET_TIMEOUT = 10.0
+"""Seconds a Redis command may take before it fails (longer than every blocking read we issue;
+rq raises it further for its own blocking dequeue)."""
+
+
 def connect(url: str, *, decode: bool = True) -> redis.Redis:
     """A client for ``url`` with bounded, backed-off retries and health checks."""
     client: redis.Redis = redis.Redis.from_url(
@@ -28,6 +33,8 @@ def connect(url: str, *, decode: bool = True) -> redis.Redis:
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), REDIS_RETRIES),
         health_check_interval=30,
         socket_keepalive=True,
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=SOCKET_TIMEOUT,
     )
     return client
 

@@ -1,0 +1,240 @@
+"""The Galio WebSocket client: sessions, authentication, watchdog, reconnects and the Redis writer.
+
+Two tasks share one :class:`~ingestor.ingest.Ingestor`. The *session* task receives frames,
+records them and parses them into the pending batch (CPU only, no await between receiving a
+frame and queueing it, so a stop never cuts a frame in half). The *writer* task flushes the
+batch to Redis in a worker thread, retrying with backoff while Redis is unavailable. A slow or
+absent Redis therefore never delays receiving, and the watchdog measures only the feed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.frames import CloseCode
+
+from ingestor.backoff import BackoffPolicy, SessionOutcome, SilenceTimeout, backoff_delay, decide
+from ingestor.ingest import Ingestor
+from ingestor.record import Recorder
+from shared.settings import IngestSettings
+
+log = logging.getLogger(__name__)
+
+OPEN_TIMEOUT = 10.0
+"""Seconds allowed for the TCP, TLS and WebSocket handshakes."""
+CLOSE_TIMEOUT = 2.0
+"""Seconds allowed for the closing handshake (a silent server may never answer it)."""
+FINAL_FLUSH_TIMEOUT = 5.0
+"""Seconds allowed, when stopping, to write what is still pending."""
+REDIS_RETRY = BackoffPolicy(minimum=0.1, maximum=5.0, stable_after=0.0)
+"""Delays between attempts to write a pending batch while Redis is unavailable."""
+
+
+class GiveUp(Exception):
+    """The client stopped on an error it does not retry (see :func:`ingestor.backoff.decide`)."""
+
+
+@dataclass
+class _Live:
+    """Progress of the current session."""
+
+    frames: int = 0
+    connected_at: float | None = None
+
+    def outcome(self, now: float) -> SessionOutcome:
+        duration = 0.0 if self.connected_at is None else now - self.connected_at
+        return SessionOutcome(self.frames, duration)
+
+
+def websockets_logger() -> logging.Logger:
+    """The logger handed to websockets, never below INFO: at DEBUG websockets logs the content of
+    every frame it sends, the auth frame and its password included."""
+    logger = logging.getLogger(f"{__name__}.websockets")
+    logger.setLevel(max(logging.INFO, logger.level))
+    return logger
+
+
+def display_uri(settings: IngestSettings) -> str:
+    """The feed's address for logs: no user info, no query string (they may carry secrets)."""
+    uri = settings.galio_uri
+    return f"{uri.scheme}://{uri.host}:{uri.port}{uri.path or ''}"
+
+
+class GalioClient:
+    """Receives the feed until stopped; see :meth:`run`."""
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        ingestor: Ingestor,
+        *,
+        recorder: Recorder | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._settings = settings
+        self._ingestor = ingestor
+        self._recorder = recorder
+        self._rand = rand
+        self._policy = BackoffPolicy(settings.backoff_min, settings.backoff_max, settings.stable_after)
+        self._dirty = asyncio.Event()
+        self._where = display_uri(settings)
+        self._ws_logger = websockets_logger()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Receive and publish until ``stop`` is set, then close the websocket and write what is
+        pending. Raises :class:`GiveUp` on an error that is not retried."""
+        sessions = asyncio.create_task(self._sessions(), name="galio-sessions")
+        writer = asyncio.create_task(self._write_loop(), name="redis-writer")
+        stopped = asyncio.create_task(stop.wait(), name="stop")
+        try:
+            await asyncio.wait({sessions, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await _cancel(sessions, stopped, writer)
+            await self._final_flush()
+        error = None if sessions.cancelled() else sessions.exception()
+        if error is not None:
+            raise error
+
+    async def _sessions(self) -> None:
+        failures = 0
+        while True:
+            live = _Live()
+            try:
+                await self._session(live)
+            except Exception as exc:  # noqa: BLE001 - every error is classified by decide()
+                failures = await self._after_failure(exc, live, failures)
+
+    async def _after_failure(self, exc: Exception, live: _Live, failures: int) -> int:
+        decision = decide(exc, live.outcome(time.monotonic()), failures, self._policy, self._rand)
+        if not decision.retry:
+            raise GiveUp(f"{self._where}: {decision.reason}") from exc
+        log.log(
+            decision.level,
+            "Galio session %s ended after %d frame(s): %s; reconnecting in %.2fs (failure %d in a row)",
+            self._where,
+            live.frames,
+            decision.reason,
+            decision.delay,
+            decision.failures,
+        )
+        await asyncio.sleep(decision.delay)
+        return decision.failures
+
+    async def _session(self, live: _Live) -> None:
+        s = self._settings
+        async with connect(
+            str(s.galio_uri),
+            ping_interval=s.ping_interval,
+            max_size=s.max_frame_bytes,
+            open_timeout=OPEN_TIMEOUT,
+            close_timeout=CLOSE_TIMEOUT,
+            logger=self._ws_logger,
+        ) as ws:
+            live.connected_at = time.monotonic()
+            log.info("connected to %s", self._where)
+            try:
+                await self._authenticate(ws)
+                while True:
+                    self._on_frame(await self._receive(ws), live)
+            except (asyncio.CancelledError, SilenceTimeout):  # close with 1001, not 1011 "internal error"
+                await ws.close(CloseCode.GOING_AWAY)
+                raise
+
+    async def _authenticate(self, ws: ClientConnection) -> None:
+        """Send the one auth frame when a username is configured (the password is never logged)."""
+        s = self._settings
+        if s.galio_username is None:
+            return
+        password = "" if s.galio_password is None else s.galio_password.get_secret_value()
+        await ws.send(json.dumps({"username": s.galio_username, "password": password}))
+        log.info("sent credentials of user %r", s.galio_username)
+
+    async def _receive(self, ws: ClientConnection) -> str:
+        """The next frame as text; the watchdog raises SilenceTimeout after ``silence_timeout``."""
+        timeout = self._settings.silence_timeout
+        try:
+            message = await asyncio.wait_for(ws.recv(), timeout)
+        except TimeoutError:
+            raise SilenceTimeout(f"watchdog: no frame for {timeout:g}s") from None
+        return message if isinstance(message, str) else message.decode("utf-8", errors="replace")
+
+    def _on_frame(self, text: str, live: _Live) -> None:
+        received_at = time.time()
+        live.frames += 1
+        if self._recorder is not None:
+            self._recorder.write(text, received_at)
+        self._ingestor.accept(text, received_at)
+        self._dirty.set()
+
+    async def _write_loop(self) -> None:
+        """Flush to Redis whenever frames arrived; retry with backoff while Redis fails."""
+        failures = 0
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            if await asyncio.to_thread(self._ingestor.flush):
+                failures = 0
+                continue
+            failures += 1
+            self._dirty.set()
+            await asyncio.sleep(backoff_delay(REDIS_RETRY, failures, self._rand))
+
+    async def _final_flush(self) -> None:
+        try:
+            written = await asyncio.wait_for(asyncio.to_thread(self._ingestor.flush), FINAL_FLUSH_TIMEOUT)
+        except TimeoutError:
+            written = False
+        if not written:
+            log.error("stopping with %d snapshot(s)/quarantine entries not written", self._ingestor.pending)
+
+
+async def _cancel(*tasks: asyncio.Task[Any]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.contextmanager
+def _signals_set(stop: asyncio.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``stop`` while inside the block."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _on_signal, sig, stop)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
+    log.info("received %s, finishing the current frame", sig.name)
+    stop.set()
+
+
+async def run(
+    settings: IngestSettings,
+    r: redis.Redis,
+    *,
+    recorder: Recorder | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """The ingestor process: receive until SIGTERM/SIGINT (or ``stop``), then close the websocket.
+    Raises :class:`GiveUp` on an error that is not retried. The caller owns (closes) ``recorder``."""
+    stop = asyncio.Event() if stop is None else stop
+    ingestor = Ingestor(r, settings.keys, stream_maxlen=settings.stream_maxlen)
+    with _signals_set(stop):
+        log.info("ingesting %s into %s", display_uri(settings), settings.keys.snapshots)
+        await GalioClient(settings, ingestor, recorder=recorder).run(stop)
+    log.info("ingestor stopped")

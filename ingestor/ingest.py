@@ -1,0 +1,201 @@
+"""The synchronous core of the ingestor: frames in, snapshots, quarantine entries and counters out.
+
+:meth:`Ingestor.accept` parses a frame into a pending batch (no I/O) and :meth:`Ingestor.flush`
+writes the pending batch to Redis; :meth:`Ingestor.handle_frame` does both. When Redis is
+unavailable the batch is kept and the next flush retries it. Memory stays bounded: beyond
+``max_pending`` snapshots only the newest snapshot of each account is kept (the dispatcher reads
+``latest:{account}`` anyway), and only the newest ``max_pending`` quarantine entries.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+import redis
+
+from ingestor.frames import ParsedFrame, QuarantineEntry, SequenceClock, parse_frame
+from shared.keys import (
+    COUNTER_FRAMES,
+    COUNTER_INVALID_VALUES,
+    COUNTER_MALFORMED,
+    DISPATCH_GROUP,
+    QUARANTINE_MAXLEN,
+    Keys,
+)
+from shared.models import Snapshot
+from shared.redisio import Publisher, ensure_group, safe_trim
+
+log = logging.getLogger(__name__)
+
+TRIM_EVERY = 1000
+"""Snapshots published between two trims of the snapshot stream."""
+MAX_PENDING = 10_000
+"""Snapshots (and quarantine entries) buffered while Redis is unavailable before coalescing."""
+
+
+@dataclass
+class _Batch:
+    """Writes not yet in Redis."""
+
+    snapshots: list[Snapshot] = field(default_factory=list)
+    quarantine: list[QuarantineEntry] = field(default_factory=list)
+    counters: Counter[str] = field(default_factory=Counter)
+
+    def empty(self) -> bool:
+        return not (self.snapshots or self.quarantine or self.counters)
+
+    def add(self, parsed: ParsedFrame) -> None:
+        self.snapshots.extend(parsed.snapshots)
+        self.quarantine.extend(parsed.quarantined)
+        counts = {
+            COUNTER_FRAMES: 1,
+            COUNTER_MALFORMED: len(parsed.quarantined),
+            COUNTER_INVALID_VALUES: parsed.invalid_values,
+        }
+        self.counters.update({name: n for name, n in counts.items() if n})
+
+    def bound(self, limit: int) -> None:
+        """Keep at most ``limit`` entries of each kind, coalescing snapshots per account first."""
+        if len(self.snapshots) > limit:
+            kept = _coalesce(self.snapshots)[-limit:]
+            log.warning(
+                "Redis backlog: kept the newest of %d pending snapshots (%d)", len(self.snapshots), len(kept)
+            )
+            self.snapshots = kept
+        del self.quarantine[:-limit]
+
+
+def _coalesce(snapshots: list[Snapshot]) -> list[Snapshot]:
+    """The newest snapshot of each account, oldest first."""
+    newest: dict[str, Snapshot] = {}
+    for snap in snapshots:
+        current = newest.get(snap.account)
+        if current is None or (snap.observed_at, snap.seq) >= (current.observed_at, current.seq):
+            newest[snap.account] = snap
+    return sorted(newest.values(), key=lambda s: (s.observed_at, s.seq))
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """What :meth:`Ingestor.handle_frame` did with one frame."""
+
+    parsed: ParsedFrame
+    published: bool
+    """True when everything pending, this frame included, is now in Redis."""
+
+
+class Ingestor:
+    """Frames to Redis. Thread-safe: :meth:`accept` may run while another thread flushes."""
+
+    def __init__(
+        self,
+        r: redis.Redis,
+        keys: Keys,
+        *,
+        stream_maxlen: int,
+        trim_every: int = TRIM_EVERY,
+        max_pending: int = MAX_PENDING,
+        clock: SequenceClock | None = None,
+    ) -> None:
+        self._r = r
+        self._keys = keys
+        self._publisher = Publisher(r, keys)
+        self._stream_maxlen = stream_maxlen
+        self._trim_every = trim_every
+        self._max_pending = max_pending
+        self._clock = clock or SequenceClock()
+        self._pending = _Batch()
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._group_ready = False
+        self._since_trim = 0
+
+    def handle_frame(self, text: str, received_at: float) -> FrameResult:
+        """Parse one frame and write it (with anything still pending) to Redis. Never raises."""
+        parsed = self.accept(text, received_at)
+        return FrameResult(parsed, self.flush())
+
+    def accept(self, text: str, received_at: float) -> ParsedFrame:
+        """Parse one frame into the pending batch; no I/O. Never raises."""
+        parsed = parse_frame(text, received_at, self._clock.next)
+        with self._lock:
+            self._pending.add(parsed)
+            self._pending.bound(self._max_pending)
+        return parsed
+
+    @property
+    def pending(self) -> int:
+        """Snapshots and quarantine entries not yet written."""
+        with self._lock:
+            return len(self._pending.snapshots) + len(self._pending.quarantine)
+
+    def flush(self) -> bool:
+        """Write everything pending; on a Redis error keep it for the next call and return False."""
+        with self._flush_lock:
+            batch = self._take()
+            if batch.empty():
+                return True
+            try:
+                self._write(batch)
+            except redis.RedisError as exc:
+                self._give_back(batch)
+                self._group_ready = False  # Redis may come back empty: create the group again
+                log.warning(
+                    "Redis write failed, %d snapshot(s) kept for retry: %s", len(batch.snapshots), exc
+                )
+                return False
+            self._maybe_trim()
+            return True
+
+    def _take(self) -> _Batch:
+        with self._lock:
+            batch, self._pending = self._pending, _Batch()
+        return batch
+
+    def _give_back(self, batch: _Batch) -> None:
+        """Put an unwritten batch back in front of what arrived meanwhile."""
+        with self._lock:
+            newer = self._pending
+            batch.snapshots.extend(newer.snapshots)
+            batch.quarantine.extend(newer.quarantine)
+            batch.counters.update(newer.counters)
+            batch.bound(self._max_pending)
+            self._pending = batch
+
+    def _write(self, batch: _Batch) -> None:
+        """Snapshots in one round trip (Publisher), then quarantine and counters in another.
+        Each part is cleared from ``batch`` once written, so a failure retries only the rest."""
+        if not self._group_ready:
+            ensure_group(self._r, self._keys.snapshots, DISPATCH_GROUP)
+            self._group_ready = True
+        if batch.snapshots:
+            self._publisher.publish(batch.snapshots)
+            self._since_trim += len(batch.snapshots)
+            batch.snapshots = []
+        if batch.quarantine or batch.counters:
+            self._write_side(batch)
+            batch.quarantine, batch.counters = [], Counter()
+
+    def _write_side(self, batch: _Batch) -> None:
+        pipe = self._r.pipeline(transaction=False)
+        for entry in batch.quarantine:
+            pipe.xadd(self._keys.quarantine, entry.fields(), maxlen=QUARANTINE_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        for name, count in batch.counters.items():
+            pipe.hincrby(self._keys.counters, name, count)
+        pipe.execute()
+
+    def _maybe_trim(self) -> None:
+        """Every ``trim_every`` published snapshots, trim the stream (never past unread entries)."""
+        if self._since_trim < self._trim_every:
+            return
+        try:
+            ensure_group(self._r, self._keys.snapshots, DISPATCH_GROUP)
+            removed = safe_trim(self._r, self._keys.snapshots, self._stream_maxlen)
+        except redis.RedisError as exc:
+            log.warning("trimming %s failed (will retry): %s", self._keys.snapshots, exc)
+            return
+        self._since_trim = 0
+        log.debug("trimmed %d entries from %s", removed, self._keys.snapshots)
