@@ -9,6 +9,7 @@ documented here, once, next to each field.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Literal
 

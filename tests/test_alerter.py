@@ -1,0 +1,445 @@
+"""The alerter against a real Redis and a local Slack stand-in that slack-sdk really posts to."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from pydantic import SecretStr
+from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
+
+from alerter import cli
+from alerter.service import Alerter
+from alerter.sinks import (
+    ConsoleSink,
+    DeliveryError,
+    HttpWebhookSink,
+    JsonlSink,
+    Sink,
+    SlackWebhookSink,
+    build_sinks,
+)
+from shared import keys as K
+from shared.keys import Keys
+from shared.models import Alert
+from shared.settings import AlertSettings
+from tests.helpers import free_port, wait_until
+from tests.slack_standin import Reply, SlackStandin
+
+KEYS = Keys()
+FAST = FixedValueRetryIntervalCalculator(0.05)
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_alert(n: int = 1, **changes: Any) -> Alert:
+    fields: dict[str, Any] = {
+        "id": f"alert-{n:04d}",
+        "check": "low_balance",
+        "instance": "low_balance",
+        "account": f"acct-{n}",
+        "state": "firing",
+        "title": f"Low balance on acct-{n}",
+        "text": "Available balance 12.5 USDT is below 100 USDT.",
+        "observed_at": 1_700_000_000.0 + n,
+        "emitted_at": 1_700_000_000.5 + n,
+    }
+    return Alert.model_validate({**fields, **changes})
+
+
+def publish(r: redis_lib.Redis, alert: Alert) -> str:
+    return str(r.xadd(KEYS.alerts, {"alert": alert.model_dump_json()}))
+
+
+def jsonl_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def pending(r: redis_lib.Redis) -> int:
+    return int(r.xpending(KEYS.alerts, K.ALERT_GROUP)["pending"])
+
+
+def dead_entries(r: redis_lib.Redis) -> list[dict[str, str]]:
+    entries: Any = r.xrange(KEYS.dead)
+    return [fields for _, fields in entries]
+
+
+def slack_sink(standin: SlackStandin, **kwargs: Any) -> SlackWebhookSink:
+    kwargs.setdefault("backoff", FAST)
+    return SlackWebhookSink(SecretStr(standin.url()), timeout=5, **kwargs)
+
+
+def make_alerter(r: redis_lib.Redis, sinks: list[Sink], **kwargs: Any) -> Alerter:
+    kwargs.setdefault("retry_idle_ms", 100)
+    kwargs.setdefault("block_ms", 20)
+    return Alerter(r, KEYS, sinks, kwargs.pop("consumer", "alert-test"), **kwargs).start()
+
+
+def step_until(alerter: Alerter, predicate: Any, timeout: float = 15.0, what: str = "condition") -> Any:
+    """Run steps until ``predicate()`` holds (the loop ``while not stopped: step()``, with a deadline)."""
+    return wait_until(lambda: alerter.step() >= 0 and predicate(), timeout=timeout, what=what)
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackStandin]:
+    with SlackStandin() as standin:
+        yield standin
+
+
+@pytest.fixture
+def jsonl(tmp_path: Path) -> Path:
+    return tmp_path / "alerts.jsonl"
+
+
+# -- delivery ------------------------------------------------------------------------------------
+
+
+def test_delivers_to_jsonl_and_slack(r: redis_lib.Redis, slack: SlackStandin, jsonl: Path) -> None:
+    alerter = make_alerter(r, [JsonlSink(jsonl), slack_sink(slack)])
+    alert = make_alert()
+    publish(r, alert)
+    step_until(alerter, lambda: pending(r) == 0 and slack.ok, what="delivery")
+
+    [line] = jsonl_lines(jsonl)
+    for key in ("id", "check", "account", "state", "text", "observed_at", "delivered_at"):
+        assert key in line
+    assert line["id"] == alert.id and line["state"] == "firing" and line["observed_at"] == alert.observed_at
+    assert Alert.model_validate({k: v for k, v in line.items() if k != "delivered_at"}) == alert
+    [post] = slack.ok
+    body = post.json()
+    assert alert.title in body["text"] and alert.text in body["text"]
+    assert [b["type"] for b in body["blocks"]] == ["header", "section"]
+    assert alert.account in body["blocks"][1]["text"]["text"]
+    assert r.get(KEYS.sent("jsonl", alert.id)) == "sent" and r.get(KEYS.sent("slack", alert.id)) == "sent"
+    assert 0 < r.ttl(KEYS.sent("slack", alert.id)) <= 7 * 86400
+    assert r.hget(KEYS.counters, K.COUNTER_DELIVERED) == "2"
+    assert not r.exists(KEYS.attempts(alert.id))
+
+
+def test_rate_limited_then_ok_posts_once(r: redis_lib.Redis, slack: SlackStandin, jsonl: Path) -> None:
+    slack.script(Reply(429, "rate_limited", {"Retry-After": "1"}))
+    alerter = make_alerter(r, [JsonlSink(jsonl), slack_sink(slack)])
+    publish(r, make_alert())
+    step_until(alerter, lambda: pending(r) == 0, what="delivery after the 429")
+
+    assert [x.status for x in slack.received] == [429, 200]
+    assert len(slack.ok) == 1 and len(jsonl_lines(jsonl)) == 1
+    assert not r.exists(KEYS.dead)
+
+
+def test_server_errors_then_ok_delivers_once(r: redis_lib.Redis, slack: SlackStandin) -> None:
+    slack.script(Reply(500, "internal_error"), Reply(500, "internal_error"))
+    alerter = make_alerter(r, [slack_sink(slack)])
+    publish(r, make_alert())
+    step_until(alerter, lambda: pending(r) == 0, what="delivery after two 500s")
+
+    assert [x.status for x in slack.received] == [500, 500, 200]
+    assert len(slack.ok) == 1
+    assert r.hget(KEYS.counters, K.COUNTER_DELIVERED) == "1"
+
+
+def test_slack_down_dead_letters_while_jsonl_keeps_flowing(
+    r: redis_lib.Redis, slack: SlackStandin, jsonl: Path
+) -> None:
+    slack.default = Reply(500, "internal_error")
+    alerter = make_alerter(r, [JsonlSink(jsonl), slack_sink(slack, server_retries=0)], max_attempts=3)
+    first = make_alert(1)
+    publish(r, first)
+    alerter.step()
+    assert [x["id"] for x in jsonl_lines(jsonl)] == [first.id]  # at once, Slack's failure aside
+    assert pending(r) == 1 and r.hget(KEYS.attempts(first.id), "slack") == "1"
+
+    later = [make_alert(n) for n in (2, 3)]
+    for alert in later:
+        publish(r, alert)
+    alerter.step()
+    assert [x["id"] for x in jsonl_lines(jsonl)] == [first.id, *(a.id for a in later)]
+
+    step_until(alerter, lambda: pending(r) == 0, what="every alert dead-lettered on slack")
+    dead = {d["alert"]: d for d in dead_entries(r)}
+    assert len(dead) == 3
+    record = dead[first.model_dump_json()]
+    assert record["sink"] == "slack" and record["attempts"] == "3" and "HTTP 500" in record["error"]
+    assert float(record["failed_at"]) > 0
+    assert r.hget(KEYS.counters, K.COUNTER_DEAD) == "3"
+    assert r.get(KEYS.sent("slack", first.id)) == "dead"
+    assert len(slack.received) == 9 and not slack.ok
+    assert len(jsonl_lines(jsonl)) == 3
+
+
+def test_non_retryable_status_dead_letters_at_once(r: redis_lib.Redis, slack: SlackStandin) -> None:
+    slack.script(Reply(404, "no_service"))
+    alerter = make_alerter(r, [slack_sink(slack)])
+    publish(r, make_alert())
+    alerter.step()
+    assert pending(r) == 0 and len(slack.received) == 1
+    [dead] = dead_entries(r)
+    assert dead["sink"] == "slack" and dead["attempts"] == "1" and "404 no_service" in dead["error"]
+
+
+def test_same_alert_twice_on_the_stream_is_posted_once(
+    r: redis_lib.Redis, slack: SlackStandin, jsonl: Path
+) -> None:
+    alerter = make_alerter(r, [JsonlSink(jsonl), slack_sink(slack)])
+    alert = make_alert()
+    publish(r, alert)
+    publish(r, alert)
+    step_until(alerter, lambda: pending(r) == 0 and r.xlen(KEYS.alerts) == 2, what="both entries acked")
+    alerter.step()
+    assert len(slack.received) == 1 and len(jsonl_lines(jsonl)) == 1
+
+
+def test_crash_between_sinks_does_not_repeat_the_sink_that_succeeded(
+    r: redis_lib.Redis, slack: SlackStandin, jsonl: Path
+) -> None:
+    slack.script(Reply(503, "unavailable"))
+    first = make_alerter(r, [JsonlSink(jsonl), slack_sink(slack, server_retries=0)], consumer="alert-1")
+    publish(r, make_alert())
+    first.step()
+    assert len(jsonl_lines(jsonl)) == 1 and pending(r) == 1
+    del first  # the process "dies" with the entry pending
+
+    second = make_alerter(r, [JsonlSink(jsonl), slack_sink(slack)], consumer="alert-1")
+    step_until(second, lambda: pending(r) == 0, what="the restarted alerter to finish the entry")
+    assert len(jsonl_lines(jsonl)) == 1
+    assert [x.status for x in slack.received] == [503, 200]
+
+
+def test_a_failing_sink_does_not_hold_up_later_alerts(r: redis_lib.Redis, jsonl: Path) -> None:
+    """A sink that raises something unexpected is retried like a retryable error, never fatal."""
+
+    class Broken:
+        name = "webhook"
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def deliver(self, alert: Alert, delivered_at: float) -> None:
+            self.calls += 1
+            raise RuntimeError("bug in a sink")
+
+    broken = Broken()
+    alerter = make_alerter(r, [broken, JsonlSink(jsonl)], retry_idle_ms=60_000)
+    for n in range(5):
+        publish(r, make_alert(n))
+    alerter.step()
+    assert len(jsonl_lines(jsonl)) == 5
+    assert broken.calls == 1  # resting after its failure: one try per retry period, not per alert
+    assert pending(r) == 5
+
+
+def test_invalid_entries_go_to_the_dead_stream(r: redis_lib.Redis, jsonl: Path) -> None:
+    alerter = make_alerter(r, [JsonlSink(jsonl)])
+    r.xadd(KEYS.alerts, {"alert": "{not json"})
+    r.xadd(KEYS.alerts, {"alert": json.dumps({"id": "x"})})
+    r.xadd(KEYS.alerts, {"something": "else"})
+    publish(r, make_alert())
+    alerter.step()
+    dead = dead_entries(r)
+    assert [d["sink"] for d in dead] == ["*", "*", "*"]
+    assert all(d["error"].startswith("invalid alert") for d in dead)
+    assert r.hget(KEYS.counters, K.COUNTER_DEAD) == "3"
+    assert pending(r) == 0 and len(jsonl_lines(jsonl)) == 1
+
+
+def test_deleted_pending_entries_are_acknowledged(r: redis_lib.Redis, slack: SlackStandin) -> None:
+    slack.default = Reply(500, "down")
+    alerter = make_alerter(r, [slack_sink(slack, server_retries=0)])
+    entry_id = publish(r, make_alert())
+    alerter.step()
+    assert pending(r) == 1
+    r.xdel(KEYS.alerts, entry_id)
+    step_until(alerter, lambda: pending(r) == 0, what="the deleted entry to leave the pending list")
+
+
+# -- secrets -------------------------------------------------------------------------------------
+
+
+def redis_value(r: redis_lib.Redis, key: str) -> Any:
+    kind = r.type(key)
+    if kind == "string":
+        return r.get(key)
+    if kind == "hash":
+        return r.hgetall(key)
+    return r.xrange(key) if kind == "stream" else kind
+
+
+def redis_dump(r: redis_lib.Redis) -> str:
+    """Every key and value, to search for a secret."""
+    return "\n".join(f"{key} {redis_value(r, key)}" for key in r.scan_iter("*"))
+
+
+def test_webhook_urls_never_logged_at_debug(
+    r: redis_lib.Redis, slack: SlackStandin, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger("slack_sdk").setLevel(logging.DEBUG)
+    secret = "/hooks/NOT-A-SLACK-PATTERN-s3cr3t"  # shared.lifecycle.redact does not know this shape
+    closed = f"http://127.0.0.1:{free_port()}{secret}"
+    slack.script(Reply(500, "x"), Reply(429, "x", {"Retry-After": "0"}), Reply(400, "invalid_payload"))
+    sinks: list[Sink] = [
+        SlackWebhookSink(SecretStr(slack.url(secret)), timeout=2, backoff=FAST, server_retries=1),
+        SlackWebhookSink(SecretStr(closed), timeout=2, backoff=FAST),
+        HttpWebhookSink(SecretStr(closed), timeout=2),
+    ]
+    for n, sink in enumerate(sinks):
+        sink.name = f"sink{n}"
+    alerter = make_alerter(r, sinks, max_attempts=2)
+    publish(r, make_alert())
+    step_until(alerter, lambda: pending(r) == 0, what="every sink to give up")
+
+    assert [x.status for x in slack.received] == [500, 429, 400]  # 400: not retryable, dead
+    assert "s3cr3t" not in caplog.text
+    assert all("s3cr3t" not in rec.getMessage() for rec in caplog.records)
+    assert "<redacted>" in caplog.text  # the SDK's "Going to retry the same request: POST <url>"
+    assert any(rec.levelno == logging.ERROR for rec in caplog.records)
+    assert "s3cr3t" not in redis_dump(r)
+    assert "s3cr3t" not in repr(sinks)
+
+
+# -- sinks ---------------------------------------------------------------------------------------
+
+
+def test_http_webhook_posts_the_alert_json(slack: SlackStandin) -> None:
+    sink = HttpWebhookSink(SecretStr(slack.url("/hook")), timeout=5)
+    alert = make_alert(labels={"desk": "asia"})
+    sink.deliver(alert, 1_700_000_100.0)
+    [post] = slack.received
+    assert post.headers["Content-Type"] == "application/json"
+    assert post.headers["Idempotency-Key"] == alert.id
+    assert post.json() == {**alert.model_dump(mode="json"), "delivered_at": 1_700_000_100.0}
+
+
+@pytest.mark.parametrize(("status", "retryable"), [(400, False), (404, False), (429, True), (503, True)])
+def test_http_webhook_errors(slack: SlackStandin, status: int, retryable: bool) -> None:
+    slack.script(Reply(status, "no"))
+    with pytest.raises(DeliveryError) as info:
+        HttpWebhookSink(SecretStr(slack.url("/hook")), timeout=5).deliver(make_alert(), 0.0)
+    assert info.value.retryable is retryable and f"HTTP {status}" in info.value.message
+
+
+def test_http_webhook_connection_refused_is_retryable() -> None:
+    sink = HttpWebhookSink(SecretStr(f"http://127.0.0.1:{free_port()}/hook"), timeout=2)
+    with pytest.raises(DeliveryError) as info:
+        sink.deliver(make_alert(), 0.0)
+    assert info.value.retryable
+
+
+def test_console_sink_is_readable() -> None:
+    out = io.StringIO()
+    ConsoleSink(out).deliver(make_alert(7, state="resolved"), 0.0)
+    text = out.getvalue()
+    assert text.startswith("[RESOLVED] warning low_balance account=acct-7")
+    assert "Low balance on acct-7" in text and "12.5 USDT" in text
+
+
+def test_build_sinks_from_settings(tmp_path: Path) -> None:
+    settings = AlertSettings(
+        console=True,
+        alerts_jsonl=tmp_path / "a.jsonl",
+        slack_webhook_url=SecretStr("https://hooks.example.invalid/x"),
+        webhook_url=SecretStr("http://127.0.0.1:9/hook"),
+    )
+    assert [s.name for s in build_sinks(settings)] == ["console", "jsonl", "slack", "webhook"]
+    assert build_sinks(AlertSettings()) == []
+    with pytest.raises(ValueError, match="http") as info:
+        build_sinks(AlertSettings(webhook_url=SecretStr("file:///etc/passwd")))
+    assert "passwd" not in str(info.value)
+
+
+# -- the process ---------------------------------------------------------------------------------
+
+
+def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--help"])
+    assert info.value.code == 0
+    assert "--console" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"MONITORX_MAX_ATTEMPTS": "0"},
+        {"MONITORX_SLACK_WEBHOOK_URL": "ftp://nope"},
+        {"MONITORX_REDIS_URL": "x"},
+    ],
+)
+def test_cli_invalid_settings_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], env: dict[str, str]
+) -> None:
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))  # main() configures logging
+    monkeypatch.setattr(root, "level", root.level)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as info:
+        cli.main([])
+    assert info.value.code == 2
+    assert "invalid setting" in capsys.readouterr().err
+
+
+def start_alerter(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "alerter"],
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=15)
+
+
+def test_sigterm_mid_delivery_then_restart_posts_each_alert_once(
+    redis_url: str, r: redis_lib.Redis, slack: SlackStandin, jsonl: Path, tmp_path: Path
+) -> None:
+    alerts = [make_alert(n) for n in range(5)]
+    for alert in alerts:
+        publish(r, alert)
+    slack.script(Reply(delay=1.5))  # the first post is slow: SIGTERM lands while it is in flight
+    env = {
+        "MONITORX_REDIS_URL": redis_url,
+        "MONITORX_SLACK_WEBHOOK_URL": slack.url(),
+        "MONITORX_ALERTS_JSONL": str(jsonl),
+        "MONITORX_RETRY_IDLE_MS": "200",
+        "MONITORX_LOG_LEVEL": "DEBUG",
+    }
+    log = tmp_path / "alerter.log"
+    proc = start_alerter(env, log)
+    try:
+        wait_until(lambda: slack.in_flight or proc.poll() is not None, what="the slow post to start")
+        assert proc.poll() is None, log.read_text()
+        started = time.monotonic()
+        assert stop(proc) == 0
+        assert time.monotonic() - started > 0.5  # it waited for the post in hand
+        assert len(slack.ok) == 1 and pending(r) == len(alerts) - 1
+
+        proc = start_alerter(env, log)
+        wait_until(lambda: pending(r) == 0 or proc.poll() is not None, what="the rest after the restart")
+        assert stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    posted = Counter(post.json()["text"].splitlines()[0] for post in slack.ok)
+    assert sorted(posted.values()) == [1] * len(alerts)
+    assert Counter(x["id"] for x in jsonl_lines(jsonl)) == Counter(a.id for a in alerts)
+    output = log.read_text()
+    assert "received SIGTERM" in output and "standin-secret-token" not in output
