@@ -88,8 +88,10 @@ class DispatchSettings(CommonSettings):
     """The dispatcher."""
 
     consumer: str = Field(
-        default_factory=lambda: f"dispatch-{os.getpid()}", validation_alias=_env("MONITORX_CONSUMER")
+        default_factory=lambda: f"dispatch-{socket.gethostname()}", validation_alias=_env("MONITORX_CONSUMER")
     )
+    """Consumer name in the ``dispatch`` group, stable across restarts (default: one per host) so a
+    restarted dispatcher finds its own pending entries at once."""
     tick_seconds: float = Field(default=5.0, gt=0, validation_alias=_env("MONITORX_TICK_SECONDS"))
     """How often time-driven checks (stale data, schedules) are enqueued (default 5 s)."""
     claim_idle_ms: int = Field(default=30_000, gt=0, validation_alias=_env("MONITORX_CLAIM_IDLE_MS"))
@@ -116,8 +118,9 @@ class AlertSettings(CommonSettings):
     """The alerter and its sinks."""
 
     consumer: str = Field(
-        default_factory=lambda: f"alert-{os.getpid()}", validation_alias=_env("MONITORX_CONSUMER")
+        default_factory=lambda: f"alert-{socket.gethostname()}", validation_alias=_env("MONITORX_CONSUMER")
     )
+    """Consumer name in the ``alert`` group, stable across restarts (default: one per host)."""
     console: bool = Field(default=False, validation_alias=_env("MONITORX_CONSOLE"))
     """Print each alert on standard output."""
     alerts_jsonl: Path | None = Field(default=None, validation_alias=_env("MONITORX_ALERTS_JSONL"))
