@@ -16,7 +16,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 20.0, interval: float = 0.02, what: str = "condition") -> T:
+def wait_until(
+    predicate: Callable[[], T], timeout: float = 20.0, interval: float = 0.02, what: str = "condition"
+) -> T:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:

@@ -101,7 +101,7 @@ def _bind(inst: Instance, registry: Registry) -> tuple[Bound | None, list[Proble
             None,
         )
     try:
-        params = spec.params.model_validate(inst.params)
+        params = spec.params.model_validate(_with_timing(inst, spec))
     except ValidationError as exc:
         problems = [
             Problem(path=".".join([where, "params", *(str(p) for p in e["loc"])]), reason=e["msg"])
@@ -109,6 +109,19 @@ def _bind(inst: Instance, registry: Registry) -> tuple[Bound | None, list[Proble
         ]
         return None, problems, None
     return Bound(inst, spec, params), [], None
+
+
+def _with_timing(inst: Instance, spec: CheckSpec[Any] | ReportSpec[Any]) -> dict[str, Any]:
+    """The instance's params plus its effective delay and cooldown, for params models that
+    declare those fields (messages quote them)."""
+    params = dict(inst.params)
+    if isinstance(spec, CheckSpec):
+        fields = spec.params.model_fields
+        if "delay" in fields and "delay" not in params:
+            params["delay"] = inst.delay if inst.delay is not None else spec.default_delay
+        if "cooldown" in fields and "cooldown" not in params:
+            params["cooldown"] = inst.cooldown if inst.cooldown is not None else spec.default_cooldown
+    return params
 
 
 def _stale_instance(config: Config) -> Instance:

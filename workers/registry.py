@@ -16,6 +16,11 @@ ENTRY_POINT_GROUP = "monitorx.checks"
 BUILTIN_MODULES: tuple[str, ...] = (
     "workers.checks.low_balance",
     "workers.checks.stale_data",
+    "workers.checks.delta",
+    "workers.checks.okx_hedge",
+    "workers.checks.margin_risk",
+    "workers.checks.balance_report",
+    "workers.checks.margin_snapshot",
 )
 """Modules of the built-in checks, each defining ``SPEC``."""
 

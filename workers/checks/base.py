@@ -16,7 +16,12 @@ resolved notices, errors and delivery. A check that raises (``InvalidValue`` inc
 a ``check_error`` alert for that pair only.
 
 Scheduled multi-account reports use :class:`ReportSpec` instead: ``build(snapshots, params,
-slot) -> Message`` over the newest snapshot of each account.
+slot) -> [(label, Message), ...]`` over the newest snapshot of each account (``None`` for an
+account that never reported), in the instance's account order; ``slot`` is the scheduled time.
+The label is the account a message is about, or ``*`` for a message about all of them.
+
+Params models may declare ``delay`` and ``cooldown`` fields: the framework fills them with the
+instance's effective values (for messages that quote them, as the legacy delta does).
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ class Message:
 
 Evaluate = Callable[[Snapshot | None, P, float], Sequence[Finding]]
 Render = Callable[[str, Snapshot | None, P, Sequence[Finding]], Message]
-Build = Callable[[Mapping[str, Snapshot | None], P, float], Message]
+Build = Callable[[Mapping[str, Snapshot | None], P, float], Sequence[tuple[str, Message]]]
 
 
 @dataclass(frozen=True)

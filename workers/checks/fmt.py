@@ -4,6 +4,10 @@ these strings, so every check formats through here."""
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
+
+from shared.models import InvalidValue, Snapshot
 
 
 def usd(value: float, decimals: int = 2, commas: bool = True) -> str:
@@ -27,6 +31,71 @@ def given(value: float | int, commas: bool = False) -> str:
     return f"{value:,}" if commas else str(value)
 
 
+def for_delay(delay: float | int | None) -> str:
+    """`` for 60s`` (the delay as configured), or nothing when there is none."""
+    return "" if delay is None else f" for {given(delay)}s"
+
+
 def ratio(value: float, decimals: int = 2) -> str:
     """A plain ratio, ``1.25``; infinite prints ``inf``."""
     return "inf" if math.isinf(value) and value > 0 else f"{value:.{decimals}f}"
+
+
+# ---------------------------------------------------------------- figures that may be absent or junk
+
+INVALID = "invalid"
+"""Shown in place of a figure whose raw value did not parse (reports keep going)."""
+MISSING = "N/A"
+"""Shown in place of a figure that is absent, or a share of zero."""
+
+
+def lenient(snap: Snapshot, key: str) -> float | None:
+    """A figure read for display only: None when absent, NaN when junk (``maybe`` shows ``invalid``)."""
+    try:
+        return snap.number(key)
+    except InvalidValue:
+        return math.nan
+
+
+def maybe(value: float | None, formatter: Callable[[float], str], missing: str = MISSING) -> str:
+    """Format a figure that may be absent (None -> ``missing``) or unreadable (NaN -> ``invalid``)."""
+    if value is None:
+        return missing
+    return INVALID if math.isnan(value) else formatter(value)
+
+
+def hhmm(ts: float) -> str:
+    """``12:00 UTC``: the time of a report slot."""
+    return time.strftime("%H:%M UTC", time.gmtime(ts))
+
+
+def clock(ts: float) -> str:
+    """``2024-05-01 11:58:10 UTC``: when a figure was observed."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
+def duration(seconds: float) -> str:
+    """A data age: ``45s``, ``5m 03s``, ``2h 05m``, ``3d 04h``."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 86400}d {s % 86400 // 3600:02d}h"
+
+
+def usd_share(value: float | None, share: float | None, decimals: int = 2) -> str:
+    """``$7,500.00 (75.00%)``: an amount and its share. An unreadable or absent amount shows alone
+    (``invalid``, ``N/A``); a share that is None shows ``(N/A)``."""
+    shown = maybe(value, usd)
+    if value is None or math.isnan(value):
+        return shown
+    return f"{shown} ({maybe(share, lambda r: pct(r, decimals))})"
+
+
+def staleness(observed_at: float, at: float, limit: float) -> str:
+    """`` (data from <clock>, <age> old)`` when the data is older than ``limit`` seconds at ``at``."""
+    age = at - observed_at
+    return f" (data from {clock(observed_at)}, {duration(age)} old)" if age > limit else ""

@@ -1,0 +1,67 @@
+"""Binding configurations to checks: the legacy file, effective timing, every problem listed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ingestor.normalize import normalize_account
+from shared.config import ConfigError, load, parse
+from workers.plan import STALE_INSTANCE, build
+from workers.registry import Registry
+
+
+def test_legacy_config_binds_every_enabled_instance(legacy_config: Path) -> None:
+    plan = build(load(legacy_config), Registry.discover())
+    assert not plan.skipped
+    assert "aaz_binance_delta_check:all:BINANCE-AAZ13-UM" in plan.bound
+    assert plan.get("margin_full_snapshot:all") is None  # "enabled": false
+    assert plan.bound["aaz_binance_low_balance_check"].policy.cooldown == 300
+    assert STALE_INSTANCE in plan.bound
+
+
+def test_delta_message_quotes_the_instance_delay_as_configured(legacy_config: Path) -> None:
+    plan = build(load(legacy_config), Registry.discover())
+    bound = plan.bound["aaz_binance_delta_check:all:BINANCE-AAZ01-UM"]
+    snap = normalize_account(
+        "BINANCE-AAZ01-UM", {"BTCUSDT": 0.5, "BTCUSDTAvg-Price": 64000.1, "BTCUSDC": -0.48}, observed_at=1.0
+    )
+    fired = [f for f in bound.check.evaluate(snap, bound.params, 1.0) if f.breached]
+    text = bound.check.render("BINANCE-AAZ01-UM", snap, bound.params, fired).text
+    # |0.5*64000.1| - |-0.48*64000.1| = 32000.05 - 30720.048 = 1280.002
+    assert "$1280.00" in text and "threshold 100 for 60s" in text
+
+
+def test_hedge_message_quotes_the_instance_delay(legacy_config: Path) -> None:
+    plan = build(load(legacy_config), Registry.discover())
+    bound = plan.bound["aaz_okx_hedge_check:all:OKX-AAZ-TRADING"]
+    obj = {"ETH-USDT-SWAP": -31, "ETH-USDC-SWAP": 3000, "ETH-USDT-SWAPAvg-Price": 3100}
+    snap = normalize_account("OKX-AAZ-TRADING", obj, observed_at=1.0)
+    fired = [f for f in bound.check.evaluate(snap, bound.params, 1.0) if f.breached]
+    assert "for 60s" in bound.check.render("OKX-AAZ-TRADING", snap, bound.params, fired).text
+
+
+def test_every_problem_is_listed_with_its_path() -> None:
+    text = """
+checks:
+  a: {check: low_balance, params: {thresholds: {USDT: "lots"}}}
+  b: {check: no_such_check}
+  c: {check: delta, params: {threshold: 1, colour: red}}
+"""
+    with pytest.raises(ConfigError) as err:
+        build(parse(text, "bad.yaml"), Registry.discover())
+    paths = {p.path for p in err.value.problems}
+    assert {"checks.a.params.thresholds.USDT.int", "checks.b.check", "checks.c.params.colour"} <= paths | {
+        p.path.rsplit(".", 1)[0] for p in err.value.problems
+    }
+    assert len(err.value.problems) >= 3
+    assert "bad.yaml: checks.b.check: unknown check 'no_such_check'" in str(err.value)
+
+
+def test_structural_errors_are_all_listed() -> None:
+    text = "checks:\n  a: {check: low_balance, cooldown: -1, colour: red}\n  b: {accounts: []}\n"
+    with pytest.raises(ConfigError) as err:
+        parse(text, "x.yaml")
+    paths = {p.path for p in err.value.problems}
+    assert {"checks.a.cooldown", "checks.a.colour", "checks.b.check", "checks.b.accounts"} <= paths
