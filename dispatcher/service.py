@@ -25,6 +25,7 @@ from shared import keys as K
 from shared.keys import Keys, job_id_part
 from shared.redisio import ensure_group
 from workers.plan import Plan
+from workers.schedule import decide
 from workers.worker import make_queue
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,13 @@ local cur = redis.call('GET', KEYS[1])
 if cur and redis.call('EXISTS', ARGV[3] .. cur) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 return 1
+"""
+
+# KEYS[1] slot key. ARGV[1] slot. Moves the last slot forward only.
+_CLAIM = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if cur < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]); return 1 end
+return 0
 """
 
 Pair = tuple[str, str, float | None]
@@ -66,11 +74,13 @@ class Dispatcher:
     _next_claim: float = 0.0
     _queue: Queue | None = None
     _mark: Any = None
+    _claim: Any = None
 
     def start(self) -> Dispatcher:
         ensure_group(self.r, self.keys.snapshots, K.DISPATCH_GROUP)
         self._queue = make_queue(self.rq_connection)
         self._mark = self.r.register_script(_MARK)
+        self._claim = self.r.register_script(_CLAIM)
         self.started_at = self.started_at or self.clock()
         return self
 
@@ -127,7 +137,45 @@ class Dispatcher:
             if unseen_due:
                 accounts |= set(bound.instance.explicit_accounts)
             pairs.extend((bound.name, a, now) for a in sorted(accounts))
-        return self.enqueue(pairs)
+        return self.enqueue(pairs) + self.reports(now)
+
+    def reports(self, now: float) -> int:
+        """Enqueue every report whose slot is due. The job goes in first, then the slot is
+        recorded (compare-and-set, never backwards): a crash in between re-sends a slot whose
+        alerts carry the same ids, which the alerter delivers once."""
+        sent = 0
+        for bound in self.plan.reports():
+            inst = bound.instance
+            last: Any = self.r.get(self.keys.slot(inst.name))
+            schedule = inst.schedule or getattr(bound.spec, "default_schedule", ())
+            decision = decide(schedule, None if last is None else float(last), now, inst.missed)
+            if decision.action == "send" and decision.slot is not None:
+                self._push_report(inst.name, decision.slot, decision.late)
+                sent += 1
+            if decision.action != "none" and decision.slot is not None:
+                self._claim(keys=[self.keys.slot(inst.name)], args=[repr(decision.slot)])
+                log.info(
+                    "report %s slot %s: %s%s",
+                    inst.name,
+                    decision.slot,
+                    decision.action,
+                    " (late)" if decision.late else "",
+                )
+        return sent
+
+    def _push_report(self, instance: str, slot: float, late: bool) -> None:
+        assert self._queue is not None, "start() first"
+        self._queue.enqueue_call(
+            "workers.runner.run_report",
+            args=[instance, "*", slot, late],
+            job_id=f"{job_id_part(instance)}-report-{int(slot)}-{uuid.uuid4().hex[:8]}",
+            timeout=self.job_timeout,
+            result_ttl=self.result_ttl,
+            failure_ttl=FAILURE_TTL,
+            description=f"{instance} report",
+            meta={"prefix": self.keys.prefix},
+            on_failure=Callback("workers.runner.on_job_failure"),
+        )
 
     def enqueue(self, pairs: Iterable[Pair]) -> int:
         """Enqueue one job per pair not already waiting; returns how many were enqueued."""

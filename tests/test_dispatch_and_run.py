@@ -132,3 +132,53 @@ def test_forged_job_is_refused(redis_url: str, r: redis_lib.Redis) -> None:
     job.refresh()
     assert job.is_failed
     assert int(r.hget(KEYS.counters, COUNTER_REJECTED_JOBS) or 0) == 1
+
+
+REPORT_CONFIG = """
+checks:
+  report:
+    check: balance_report
+    accounts: ["BINANCE-AAZ01-UM", "BINANCE-AAZ02-UM"]
+    schedule: ["0 0,6,12,18 * * *"]
+"""
+
+
+def test_report_slot_fires_once_even_with_two_dispatchers(redis_url: str, r: redis_lib.Redis) -> None:
+    from datetime import UTC, datetime
+
+    noon = datetime(2026, 11, 25, 12, 0, tzinfo=UTC).timestamp()
+    now = [noon - 30]
+    plan = plan_of(REPORT_CONFIG)
+    d1, worker, pub = setup(redis_url, plan, clock=lambda: now[0])
+    d2, _, _ = setup(redis_url, plan, clock=lambda: now[0])
+    pub.publish(
+        [
+            normalize_account(
+                ACC, {"USDTwalletBalance": "12000.5", "maintotalWalletBalance": 20000.5}, noon - 40
+            )
+        ]
+    )
+    for t in (noon - 30, noon + 2, noon + 3, noon + 7, noon + 3600):
+        now[0] = t
+        d1.tick(t)
+        d2.tick(t)
+    worker.work(burst=True)
+    reports = [a for a in alerts(r) if a.check == "balance_report"]
+    assert {a.id for a in reports} and len({a.id for a in reports}) == 1
+    assert reports[0].observed_at == noon and "12:00 UTC" in reports[0].text
+    assert "$12,000.50 (60.0%)" in reports[0].text  # 12000.5 / 20000.5 = 0.59999 -> 60.0%
+    assert "No data: BINANCE-AAZ02-UM" in reports[0].text
+
+
+def test_missed_report_slot_is_sent_late_once(redis_url: str, r: redis_lib.Redis) -> None:
+    from datetime import UTC, datetime
+
+    six = datetime(2026, 11, 25, 6, 0, tzinfo=UTC).timestamp()
+    plan = plan_of(REPORT_CONFIG)
+    d, worker, _ = setup(redis_url, plan, clock=lambda: six)
+    d.tick(six + 1)  # 06:00 sent on time, recorded
+    d.tick(six + 6 * 3600 + 900)  # everything was down at 12:00; back at 12:15
+    d.tick(six + 6 * 3600 + 905)
+    worker.work(burst=True)
+    reports = sorted((a.observed_at, a.labels.get("late")) for a in alerts(r) if a.check == "balance_report")
+    assert reports == [(six, None), (six + 6 * 3600, "true")]

@@ -23,7 +23,7 @@ from shared import keys as K
 from shared.keys import Keys
 from shared.models import Alert, Snapshot, alert_id
 from workers import context
-from workers.checks.base import Finding, Message
+from workers.checks.base import Finding, Message, ReportSpec
 from workers.plan import Bound
 from workers.state import KeyState, Policy, step
 
@@ -277,3 +277,82 @@ def on_job_failure(job: Any, connection: redis.Redis, exc_type: Any, value: Any,
     keys = Keys(prefix)
     connection.xadd(keys.alerts, {"alert": alert.model_dump_json()})
     connection.hincrby(keys.counters, K.COUNTER_CHECK_ERRORS, 1)
+
+
+def run_report(instance: str, account: str, at: float, late: bool = False) -> str:
+    """The RQ job of a scheduled report: build it from the newest snapshot of every account of
+    the instance at slot ``at``. Alert ids derive from (instance, label, slot), so a slot enqueued
+    twice (two dispatchers, a crash between enqueue and claim) is still delivered once."""
+    ctx = context.current()
+    bound = ctx.plan.get(instance)
+    if bound is None or not isinstance(bound.spec, ReportSpec):
+        log.warning("report job for unknown report instance %s", instance)
+        return "unknown-instance"
+    accounts = report_accounts(bound, ctx.redis.zrange(ctx.keys.seen, 0, -1))
+    pipe = ctx.redis.pipeline(transaction=False)
+    for name in accounts:
+        pipe.hget(ctx.keys.latest(name), "snapshot")
+    raws = pipe.execute()
+    snaps = {
+        a: None if raw is None else Snapshot.model_validate_json(raw)
+        for a, raw in zip(accounts, raws, strict=True)
+    }
+    alerts = report_alerts(bound, snaps, at, late, ctx.clock())
+    pipe = ctx.redis.pipeline(transaction=True)
+    for alert in alerts:
+        pipe.xadd(ctx.keys.alerts, {"alert": alert.model_dump_json()})
+    pipe.hincrby(ctx.keys.counters, K.COUNTER_ALERTS, len(alerts))
+    pipe.execute()
+    return "applied"
+
+
+def report_accounts(bound: Bound, seen: Any) -> list[str]:
+    """The instance's explicit accounts in configured order, then seen accounts its patterns cover."""
+    explicit = list(bound.instance.explicit_accounts)
+    extra = sorted(a for a in seen if a not in explicit and bound.instance.covers(a))
+    return explicit + extra
+
+
+def report_alerts(
+    bound: Bound, snapshots: Mapping[str, Snapshot | None], slot: float, late: bool, clock: float
+) -> list[Alert]:
+    """Pure: the alerts of one report slot (a check_error alert if building it fails)."""
+    spec = bound.spec
+    assert isinstance(spec, ReportSpec)
+    try:
+        messages = list(spec.build(snapshots, bound.params, slot))
+    except Exception as exc:  # noqa: BLE001 - a failing report is reported, never raised
+        return [_report_error(bound, slot, clock, exc)]
+    return [
+        Alert(
+            id=alert_id(bound.name, label, "report", repr(slot)),
+            check=spec.name,
+            instance=bound.name,
+            account=label,
+            state="firing",
+            severity=message.severity,
+            title=f"{message.title} (late)" if late else message.title,
+            text=message.text,
+            observed_at=slot,
+            emitted_at=clock,
+            labels={"late": "true"} if late else {},
+        )
+        for label, message in messages
+    ]
+
+
+def _report_error(bound: Bound, slot: float, clock: float, exc: Exception) -> Alert:
+    log.warning("report %s failed: %s", bound.name, describe_error(exc))
+    return Alert(
+        id=alert_id(bound.name, "report-error", repr(slot)),
+        check="check_error",
+        instance=bound.name,
+        account="*",
+        state="firing",
+        severity="critical",
+        keys=(ERROR_KEY,),
+        title=f"Report error: {bound.name}",
+        text=describe_error(exc),
+        observed_at=slot,
+        emitted_at=clock,
+    )

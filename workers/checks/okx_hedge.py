@@ -90,7 +90,8 @@ def _block(account: str, finding: Finding, params: HedgeParams) -> str:
     d = finding.detail
     usd = fmt.usd(d["usd"], commas=False)
     limit = fmt.given(params.threshold)
-    head = f"{account} {d['base']} ({finding.key}): unhedged {usd} is above the threshold {limit}{fmt.for_delay(params.delay)}"
+    limit += fmt.for_delay(params.delay)
+    head = f"{account} {d['base']} ({finding.key}): unhedged {usd} is above the threshold {limit}"
     net = f"  Net: {fmt.num(d['diff'], 4)} {d['base']} x {fmt.usd(d['price'], commas=False)} = {usd}"
     return "\n".join([head, *(_leg(key, n, size, d["base"]) for key, n, size in d["legs"]), net])
 
