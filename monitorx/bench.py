@@ -198,7 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--class", dest="kind", choices=["simple", "fork"], default="simple")
     parser.add_argument("--jobs", type=int, default=20000, help="no-op jobs for the bare-RQ baseline")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured pipeline time")
-    parser.add_argument("--hz", type=float, default=200.0, help="simulator frames per second")
+    parser.add_argument(
+        "--hz",
+        type=float,
+        default=20.0,
+        help="simulator frames per second (enough to keep the workers saturated)",
+    )
     parser.add_argument(
         "--legacy", type=Path, default=Path(__file__).resolve().parents[2] / "shared/legacy/features.json"
     )

@@ -35,7 +35,7 @@ ERROR_MIN_COOLDOWN = 300.0
 """check_error alerts of one pair repeat at most this often (seconds)."""
 NOW_FIELD = "_now"
 
-Outcome = Literal["applied", "stale", "no-data", "unknown-instance"]
+Outcome = Literal["applied", "unchanged", "stale", "no-data", "unknown-instance"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,8 @@ def run_check(instance: str, account: str, at: float | None = None) -> str:
     pipe.delete(ctx.keys.queued(instance, account))
     pipe.hget(ctx.keys.latest(account), "snapshot")
     pipe.hgetall(ctx.keys.state(instance, account))
-    _, raw, stored = pipe.execute()
+    pipe.hincrby(ctx.keys.counters, K.COUNTER_EVALS, 1)
+    _, raw, stored, _ = pipe.execute()
     bound = ctx.plan.get(instance)
     if bound is None:
         log.warning("job for unknown instance %s (configuration changed?)", instance)
@@ -203,7 +204,6 @@ n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do redis.call('HDEL', KEYS[1], ARGV[i]); i = i + 1 end
 n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do redis.call('XADD', KEYS[2], '*', 'alert', ARGV[i]); i = i + 1 end
-redis.call('HINCRBY', KEYS[3], 'evaluations', 1)
 if n > 0 then redis.call('HINCRBY', KEYS[3], 'alerts_emitted', n) end
 local errors = tonumber(ARGV[i])
 if errors > 0 then redis.call('HINCRBY', KEYS[3], 'check_errors', errors) end
@@ -223,7 +223,10 @@ def apply(
     stored: dict[str, str] | None = None,
 ) -> Outcome:
     """Assess and write the new state and alerts atomically, if no evaluation at the same or a
-    later time got there first (then nothing changes: idempotent under retries and reordering)."""
+    later time got there first (then nothing changes: idempotent under retries and reordering).
+
+    An evaluation that changes no state and emits nothing writes nothing (most of them: a healthy
+    account, or a breach waiting out its delay or cooldown): it costs one round trip, the read."""
     key = keys.state(bound.name, account)
     cas = r.register_script(_CAS)
     for _ in range(CAS_ATTEMPTS):
@@ -234,6 +237,8 @@ def apply(
             return "stale"
         prior = {k: KeyState.from_json(json.loads(v)) for k, v in stored.items()}
         result = assess(bound, account, snap, now, prior, clock())
+        if not result.alerts and _encode(result.states)[0] == stored:
+            return "unchanged"
         if cas(keys=[key, keys.alerts, keys.counters], args=_cas_args(last, now, result)):
             return "applied"
         stored = None
