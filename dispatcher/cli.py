@@ -11,6 +11,7 @@ from shared.lifecycle import Stopper, setup_logging
 from shared.redisio import connect
 from shared.settings import DispatchSettings
 from workers.plan import load_plan
+from workers.reload import PlanSource
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_or_exit(DispatchSettings)
     setup_logging(settings.log_level, settings.log_format)
     plan = config_or_exit(lambda: load_plan(settings.config))
+    source = PlanSource(settings.config, plan).install_sighup()
     url = str(settings.redis_url)
     dispatcher = Dispatcher(
         r=connect(url),
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         batch=settings.batch,
         tick_seconds=settings.tick_seconds,
         claim_idle_ms=settings.claim_idle_ms,
+        source=source,
     ).start()
     stopper = Stopper().install()
     log.info(

@@ -25,6 +25,7 @@ from shared import keys as K
 from shared.keys import Keys, job_id_part
 from shared.redisio import ensure_group
 from workers.plan import Plan
+from workers.reload import PlanSource
 from workers.schedule import decide
 from workers.worker import make_queue
 
@@ -69,6 +70,8 @@ class Dispatcher:
     tick_seconds: float = 5.0
     claim_idle_ms: int = 30_000
     clock: Callable[[], float] = time.time
+    source: PlanSource | None = None
+    """Where a new plan comes from on SIGHUP or a file change (None: the plan never changes)."""
     started_at: float = field(default=0.0)
     _next_tick: float = 0.0
     _next_claim: float = 0.0
@@ -92,6 +95,8 @@ class Dispatcher:
             self._next_claim = now + self.claim_idle_ms / 1000
             enqueued += self._handle(self._reclaim())
         enqueued += self._handle(self._read())
+        if self.source is not None and self.source.refresh(self.r, self.keys):
+            self.plan = self.source.plan
         if self.clock() >= self._next_tick:
             self._next_tick = self.clock() + self.tick_seconds
             enqueued += self.tick(self.clock())

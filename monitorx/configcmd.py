@@ -71,7 +71,7 @@ def to_yaml(config: Config) -> str:
 
 
 def convert(path: Path) -> int:
-    config = config_or_exit(lambda: load(path))
+    config = config_or_exit(lambda: load(path).check_problems())
     sys.stdout.write(to_yaml(config))
     return 0
 

@@ -109,6 +109,14 @@ class Config(BaseModel):
     format: Literal["legacy", "yaml", "builtin"] = "builtin"
     instances: tuple[Instance, ...] = ()
     stale_after: float = DEFAULT_STALE_AFTER
+    problems: tuple[Problem, ...] = ()
+    """Entries that did not parse (left out of ``instances``); binding adds its own and raises."""
+
+    def check_problems(self) -> Config:
+        """Raise ConfigError when any entry did not parse."""
+        if self.problems:
+            raise ConfigError(self.source, self.problems)
+        return self
 
     @property
     def enabled(self) -> tuple[Instance, ...]:
@@ -155,7 +163,7 @@ class _YamlFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: Literal[1] = 1
     stale_after: float = Field(default=DEFAULT_STALE_AFTER, gt=0)
-    checks: dict[str, _YamlCheck] = Field(default_factory=dict)
+    checks: dict[str, Any] = Field(default_factory=dict)
 
 
 def _loc(loc: Iterable[int | str]) -> str:
@@ -177,27 +185,44 @@ def _from_yaml(text: str, file: str) -> Config:
         raise ConfigError(file, [Problem(path="", reason=f"not valid YAML: {exc}")]) from exc
     if not isinstance(data, dict):
         raise ConfigError(file, [Problem(path="", reason="the file must hold a mapping")])
+    problems: list[Problem] = []
     try:
         parsed = _YamlFile.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(file, _problems(exc)) from exc
-    instances = tuple(
-        Instance(
-            name=name,
-            check=c.check,
-            accounts=tuple(c.accounts),
-            params=c.params,
-            delay=c.delay,
-            cooldown=c.cooldown,
-            resolved=c.resolved,
-            schedule=tuple(c.schedule),
-            missed=c.missed,
-            enabled=c.enabled,
-            source_path=f"checks.{name}",
-        )
-        for name, c in parsed.checks.items()
+    except ValidationError as exc:  # report it, and still look at every check
+        problems.extend(_problems(exc))
+        checks = data.get("checks")
+        parsed = _YamlFile(checks=checks if isinstance(checks, dict) else {})
+    instances: list[Instance] = []
+    for name, raw in parsed.checks.items():
+        try:
+            c = _YamlCheck.model_validate(raw)
+        except ValidationError as exc:
+            problems.extend(_problems(exc, f"checks.{name}"))
+            continue
+        instances.append(_yaml_instance(name, c))
+    return Config(
+        source=file,
+        format="yaml",
+        instances=tuple(instances),
+        stale_after=parsed.stale_after,
+        problems=tuple(problems),
     )
-    return Config(source=file, format="yaml", instances=instances, stale_after=parsed.stale_after)
+
+
+def _yaml_instance(name: str, c: _YamlCheck) -> Instance:
+    return Instance(
+        name=name,
+        check=c.check,
+        accounts=tuple(c.accounts),
+        params=c.params,
+        delay=c.delay,
+        cooldown=c.cooldown,
+        resolved=c.resolved,
+        schedule=tuple(c.schedule),
+        missed=c.missed,
+        enabled=c.enabled,
+        source_path=f"checks.{name}",
+    )
 
 
 # ---------------------------------------------------------------- legacy features.json
@@ -281,9 +306,7 @@ def _from_legacy(text: str, file: str) -> Config:
         found, wrong = _legacy_entry(name, raw)
         instances.extend(found)
         problems.extend(wrong)
-    if problems:
-        raise ConfigError(file, problems)
-    return Config(source=file, format="legacy", instances=tuple(instances))
+    return Config(source=file, format="legacy", instances=tuple(instances), problems=tuple(problems))
 
 
 def parse(text: str, file: str) -> Config:

@@ -59,9 +59,16 @@ checks:
     assert "bad.yaml: checks.b.check: unknown check 'no_such_check'" in str(err.value)
 
 
+def test_structural_and_binding_errors_are_listed_together() -> None:
+    text = "colour: red\nchecks:\n  a: {check: low_balance, cooldown: -1}\n  b: {check: nope}\n"
+    with pytest.raises(ConfigError) as err:
+        build(parse(text, "x.yaml"), Registry.discover())
+    assert {p.path for p in err.value.problems} == {"colour", "checks.a.cooldown", "checks.b.check"}
+
+
 def test_structural_errors_are_all_listed() -> None:
     text = "checks:\n  a: {check: low_balance, cooldown: -1, colour: red}\n  b: {accounts: []}\n"
     with pytest.raises(ConfigError) as err:
-        parse(text, "x.yaml")
+        parse(text, "x.yaml").check_problems()
     paths = {p.path for p in err.value.problems}
     assert {"checks.a.cooldown", "checks.a.colour", "checks.b.check", "checks.b.accounts"} <= paths

@@ -11,6 +11,7 @@ from shared.redisio import connect
 from shared.settings import WorkerSettings
 from workers.context import Context
 from workers.plan import load_plan
+from workers.reload import PlanSource
 from workers.worker import make_worker
 
 log = logging.getLogger(__name__)
@@ -33,11 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     plan = config_or_exit(lambda: load_plan(settings.config))
     url = str(settings.redis_url)
     context = Context(connect(url), settings.keys, plan)
+    source = PlanSource(settings.config, plan).install_sighup()
     worker = make_worker(
         args.kind or settings.worker_class,
         connect(url, decode=False),
         context,
         name=args.name or settings.name,
+        source=source,
     )
     log.info(
         "worker %s (%s) running %d instances",

@@ -141,7 +141,7 @@ def build(config: Config, registry: Registry) -> Plan:
     if not any(i.check == "stale_data" for i in instances):
         instances = (*instances, _stale_instance(config))
     bound: dict[str, Bound] = {}
-    problems: list[Problem] = []
+    problems: list[Problem] = list(config.problems)
     skipped: list[tuple[Instance, str]] = []
     for inst in instances:
         if inst.name in bound:

@@ -4,6 +4,7 @@ allowlisting job class, and the MonitorX context set around every job."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -13,6 +14,7 @@ from rq.serializers import JSONSerializer
 from shared.keys import QUEUE_NAME
 from workers.context import CURRENT, Context
 from workers.jobs import CheckJob
+from workers.reload import PlanSource
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +25,11 @@ reported sooner."""
 
 class _ContextMixin:
     context: Context
+    source: PlanSource | None = None
 
     def perform_job(self, job: Any, queue: Any, execution: Any) -> bool:
+        if self.source is not None and self.source.refresh(self.context.redis, self.context.keys):
+            self.context = replace(self.context, plan=self.source.plan)
         token = CURRENT.set(self.context)
         try:
             return bool(super().perform_job(job, queue, execution))  # type: ignore[misc]
@@ -45,7 +50,11 @@ def make_queue(connection: redis.Redis) -> Queue:
 
 
 def make_worker(
-    kind: str, rq_connection: redis.Redis, context: Context, name: str | None = None
+    kind: str,
+    rq_connection: redis.Redis,
+    context: Context,
+    name: str | None = None,
+    source: PlanSource | None = None,
 ) -> MonitorSimpleWorker | MonitorForkWorker:
     """A worker on the MonitorX queue. ``rq_connection`` must not decode responses (rq needs bytes)."""
     cls = MonitorSimpleWorker if kind == "simple" else MonitorForkWorker
@@ -58,4 +67,5 @@ def make_worker(
         maintenance_interval=MAINTENANCE_INTERVAL,
     )
     worker.context = context
+    worker.source = source
     return worker

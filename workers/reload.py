@@ -1,0 +1,113 @@
+"""Hot reload of the configuration, shared by the dispatcher and the workers.
+
+A reload is requested by SIGHUP or noticed as a change of the file's modification time (polled
+at most once per POLL_SECONDS). A file that does not validate is refused: the last good plan
+keeps running and a ``config_error`` alert says why. Its id derives from the file's content, so
+the dispatcher and every worker refusing the same file produce one alert, delivered once.
+Alert state lives in Redis under the instance name, so unchanged instances keep it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import redis
+
+from shared.config import ConfigError
+from shared.keys import Keys
+from shared.models import Alert, alert_id
+from workers.plan import Plan, load_plan
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 2.0
+"""How often the file's modification time is compared (seconds)."""
+
+
+def _mtime(path: Path | None) -> float | None:
+    try:
+        return None if path is None else path.stat().st_mtime
+    except OSError:
+        return None
+
+
+@dataclass
+class PlanSource:
+    """The current plan of a process and how to replace it."""
+
+    path: Path | None
+    plan: Plan
+    clock: Callable[[], float] = time.monotonic
+    requested: bool = False
+    _mtime: float | None = None
+    _next_poll: float = 0.0
+    _loader: Callable[[Path | None], Plan] = field(default=load_plan)
+
+    def __post_init__(self) -> None:
+        self._mtime = _mtime(self.path)
+
+    def install_sighup(self) -> PlanSource:
+        signal.signal(signal.SIGHUP, self._on_sighup)
+        return self
+
+    def _on_sighup(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
+    def due(self) -> bool:
+        """True when a reload was requested or the file changed (cheap: polls the mtime)."""
+        if self.requested:
+            return True
+        now = self.clock()
+        if self.path is None or now < self._next_poll:
+            return False
+        self._next_poll = now + POLL_SECONDS
+        return _mtime(self.path) != self._mtime
+
+    def reload(self, r: redis.Redis, keys: Keys) -> bool:
+        """Load the file again; on success swap the plan, on failure alert and keep the old one."""
+        self.requested = False
+        self._mtime = _mtime(self.path)
+        try:
+            plan = self._loader(self.path)
+        except ConfigError as exc:
+            log.error("configuration reload refused, the last good configuration keeps running:\n%s", exc)
+            r.xadd(keys.alerts, {"alert": refused_alert(exc, self.path).model_dump_json()})
+            return False
+        log.info("configuration reloaded from %s: %d instances", plan.config.source, len(plan.bound))
+        self.plan = plan
+        return True
+
+    def refresh(self, r: redis.Redis, keys: Keys) -> bool:
+        """Reload if due; True when the plan changed."""
+        return self.due() and self.reload(r, keys)
+
+
+def refused_alert(exc: ConfigError, path: Path | None) -> Alert:
+    digest = _content_digest(path)
+    now = time.time()
+    return Alert(
+        id=alert_id("config-refused", exc.file, digest),
+        check="config_error",
+        instance="config",
+        account="*",
+        state="firing",
+        severity="critical",
+        title=f"Configuration reload refused: {exc.file}",
+        text="The last good configuration keeps running. Problems:\n" + str(exc),
+        observed_at=now,
+        emitted_at=now,
+    )
+
+
+def _content_digest(path: Path | None) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path else "-"
+    except OSError:
+        return "unreadable"
