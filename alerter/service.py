@@ -46,7 +46,7 @@ from shared import keys as K
 from shared.keys import Keys
 from shared.lifecycle import redact
 from shared.models import Alert
-from shared.redisio import ensure_group
+from shared.redisio import ensure_group, safe_trim
 from shared.settings import AlertSettings
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,12 @@ def _label(alert: Alert) -> str:
     return f"{alert.check} {alert.account} {alert.state} (alert {alert.id})"
 
 
+ALERTS_MAXLEN = 10_000
+"""Delivered alerts kept on the stream for inspection (undelivered ones are never trimmed)."""
+TRIM_EVERY = 100
+"""Steps between two trims of the alerts stream."""
+
+
 @dataclass
 class Alerter:
     r: redis.Redis
@@ -83,7 +89,10 @@ class Alerter:
     clock: Callable[[], float] = time.time
     stopping: Callable[[], bool] = _never
     """Checked between entries: once true, the rest of the batch stays pending."""
+    stream_maxlen: int = ALERTS_MAXLEN
+    """Alerts kept once every group has read and acknowledged them (trimmed every TRIM_EVERY steps)."""
     _started: bool = False
+    _steps: int = 0
     _claim_cursor: str = "0-0"
     _resting: dict[str, float] = field(default_factory=dict)
 
@@ -114,6 +123,9 @@ class Alerter:
         if not self.sinks:
             time.sleep(self.block_ms / 1000)  # nothing to deliver to: leave the alerts queued
             return 0
+        self._steps += 1
+        if self._steps % TRIM_EVERY == 0:
+            safe_trim(self.r, self.keys.alerts, self.stream_maxlen)
         reclaimed = self._reclaim()
         handled = self._handle_all(reclaimed)
         if self.stopping():
