@@ -72,3 +72,14 @@ def test_structural_errors_are_all_listed() -> None:
         parse(text, "x.yaml").check_problems()
     paths = {p.path for p in err.value.problems}
     assert {"checks.a.cooldown", "checks.a.colour", "checks.b.check", "checks.b.accounts"} <= paths
+
+
+def test_readme_yaml_example_is_valid(repo_root: Path) -> None:
+    readme = (repo_root / "README.md").read_text()
+    block = readme[readme.index("### Native YAML") :]
+    text = block[block.index("```yaml") + len("```yaml") : block.index("```", block.index("```yaml") + 7)]
+    plan = build(parse(text, "README.md"), Registry.discover())
+    assert {"binance-delta", "okx-hedge", "low-balance", "margin-risk", "balance-report", "stale"} <= set(
+        plan.bound
+    )
+    assert plan.get("margin-snapshot") is None
