@@ -169,18 +169,28 @@ class Dispatcher:
         return sent
 
     def _push_report(self, instance: str, slot: float, late: bool) -> None:
-        assert self._queue is not None, "start() first"
-        self._queue.enqueue_call(
-            "workers.runner.run_report",
-            args=[instance, "*", slot, late],
-            job_id=f"{job_id_part(instance)}-report-{int(slot)}-{uuid.uuid4().hex[:8]}",
+        job_id = f"{job_id_part(instance)}-report-{int(slot)}-{uuid.uuid4().hex[:8]}"
+        self._enqueue_many([self._job("workers.runner.run_report", [instance, "*", slot, late], job_id)])
+
+    def _job(self, func: str, args: list[Any], job_id: str) -> Any:
+        """One job's data: every MonitorX job has these options (see FAILURE_TTL)."""
+        return Queue.prepare_data(
+            func,
+            args=args,
+            job_id=job_id,
             timeout=self.job_timeout,
             result_ttl=self.result_ttl,
             failure_ttl=FAILURE_TTL,
-            description=f"{instance} report",
+            description=" ".join(str(a) for a in args[:2]),
             meta={"prefix": self.keys.prefix},
             on_failure=Callback("workers.runner.on_job_failure"),
         )
+
+    def _enqueue_many(self, datas: Sequence[Any]) -> None:
+        assert self._queue is not None, "start() first"
+        pipe = self.rq_connection.pipeline()
+        self._queue.enqueue_many(datas, pipeline=pipe)
+        pipe.execute()
 
     def enqueue(self, pairs: Iterable[Pair]) -> int:
         """Enqueue one job per pair not already waiting; returns how many were enqueued."""
@@ -206,23 +216,7 @@ class Dispatcher:
         return len(todo)
 
     def _push(self, todo: Sequence[tuple[Pair, str]]) -> None:
-        if not todo:
-            return
-        assert self._queue is not None, "start() first"
-        datas = [
-            Queue.prepare_data(
-                "workers.runner.run_check",
-                args=[instance, account, at],
-                job_id=job_id,
-                timeout=self.job_timeout,
-                result_ttl=self.result_ttl,
-                failure_ttl=FAILURE_TTL,
-                description=f"{instance} {account}",
-                meta={"prefix": self.keys.prefix},
-                on_failure=Callback("workers.runner.on_job_failure"),
+        if todo:
+            self._enqueue_many(
+                [self._job("workers.runner.run_check", [i, a, at], job_id) for (i, a, at), job_id in todo]
             )
-            for (instance, account, at), job_id in todo
-        ]
-        pipe = self.rq_connection.pipeline()
-        self._queue.enqueue_many(datas, pipeline=pipe)
-        pipe.execute()

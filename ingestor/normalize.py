@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from shared.models import ASSET_FIELDS as FEED_ASSET_FIELDS
 from shared.models import JsonScalar, Position, Snapshot, parse_number
 
 POSITION_SUFFIXES: Mapping[str, str] = {
@@ -18,19 +19,7 @@ POSITION_SUFFIXES: Mapping[str, str] = {
 }
 """``<SYMBOL><suffix>`` -> Position field."""
 
-ASSET_FIELDS: tuple[str, ...] = (
-    "walletBalance",
-    "initialMargin",
-    "maintMargin",
-    "unrealizedProfit",
-    "marginBalance",
-    "positionInitialMargin",
-    "openOrderInitialMargin",
-    "availableBalance",
-    "maxWithdrawAmount",
-    "crossWalletBalance",
-    "crossUnPnl",
-)
+ASSET_FIELDS: tuple[str, ...] = (*FEED_ASSET_FIELDS, "crossWalletBalance", "crossUnPnl")
 """Binance futures per-asset fields, as suffixes of ``<ASSET><field>``."""
 
 SYMBOL_MARGIN_FIELDS: tuple[str, ...] = ("initialMargin", "maintMargin", "crossUnPnl")

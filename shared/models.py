@@ -43,6 +43,20 @@ def parse_number(value: Any) -> tuple[float | None, str | None]:
     return number, None
 
 
+ASSET_FIELDS: tuple[str, ...] = (
+    "walletBalance",
+    "initialMargin",
+    "maintMargin",
+    "unrealizedProfit",
+    "marginBalance",
+    "positionInitialMargin",
+    "openOrderInitialMargin",
+    "availableBalance",
+    "maxWithdrawAmount",
+)
+"""The per-asset fields of the feed (``<ASSET><field>``, Binance futures account fields)."""
+
+
 class Position(BaseModel):
     """One position of an account, from ``<SYMBOL>``, ``<SYMBOL>Avg-Price`` and
     ``<SYMBOL>Force-Liquid-Price``. A figure is None when absent or invalid."""

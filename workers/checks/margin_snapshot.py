@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pydantic import Field
 
 from shared.config import DEFAULT_STALE_AFTER
+from shared.models import ASSET_FIELDS as FEED_ASSET_FIELDS
 from shared.models import Snapshot
 from workers.checks import fmt
 from workers.checks.base import Message, Params, ReportSpec
@@ -35,17 +36,8 @@ SYMBOL_FIELDS = (
     ("crossUnPnl", "unrealised PnL"),
 )
 ASSETS = ("USDT", "USDC", "BTC")
-ASSET_FIELDS = (
-    "walletBalance",
-    "initialMargin",
-    "maintMargin",
-    "unrealizedProfit",
-    "marginBalance",
-    "positionInitialMargin",
-    "openOrderInitialMargin",
-    "availableBalance",
-    "maxWithdrawAmount",
-)
+ASSET_FIELDS = FEED_ASSET_FIELDS
+"""The nine asset fields the legacy snapshot prints."""
 SHOWN_WHEN = ("walletBalance", "initialMargin", "marginBalance")
 """An asset is shown when it has any of these fields."""
 
