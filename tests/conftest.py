@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -11,51 +9,20 @@ from typing import TypeVar
 import pytest
 import redis as redis_lib
 
-from tests.helpers import free_port, wait_until
+from monitorx.procs import Supervisor, start_redis
+from tests.helpers import wait_until
 
 T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A private redis-server on a free loopback port; yields its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed: run `make install`")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-            "--protected-mode",
-            "yes",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis_lib.Redis.from_url(url)
-
-    def ready() -> bool:
-        try:
-            return bool(client.ping())
-        except redis_lib.ConnectionError:
-            return False
-
-    wait_until(ready, timeout=10, what="redis-server to start")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    """A private redis-server on a free loopback port (no persistence); yields its URL."""
+    sup = Supervisor()
+    try:
+        yield start_redis(sup, tmp_path_factory.mktemp("redis"))
+    finally:
+        sup.stop_all()
 
 
 @pytest.fixture
