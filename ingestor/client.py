@@ -94,7 +94,7 @@ class GalioClient:
     async def run(self, stop: asyncio.Event) -> None:
         """Receive and publish until ``stop`` is set, then close the websocket and write what is
         pending. Raises :class:`GiveUp` on an error that is not retried."""
-        sessions = asyncio.create_task(self._sessions(), name="galio-sessions")
+        sessions = asyncio.create_task(self._sessions(stop), name="galio-sessions")
         writer = asyncio.create_task(self._write_loop(), name="redis-writer")
         stopped = asyncio.create_task(stop.wait(), name="stop")
         try:
@@ -106,9 +106,9 @@ class GalioClient:
         if error is not None:
             raise error
 
-    async def _sessions(self) -> None:
+    async def _sessions(self, stop: asyncio.Event) -> None:
         failures = 0
-        while True:
+        while not stop.is_set():  # a cancellation lost in a race still ends the loop here
             live = _Live()
             try:
                 await self._session(live)
@@ -163,8 +163,9 @@ class GalioClient:
     async def _receive(self, ws: ClientConnection) -> str:
         """The next frame as text; the watchdog raises SilenceTimeout after ``silence_timeout``."""
         timeout = self._settings.silence_timeout
-        try:
-            message = await asyncio.wait_for(ws.recv(), timeout)
+        try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            async with asyncio.timeout(timeout):
+                message = await ws.recv()
         except TimeoutError:
             raise SilenceTimeout(f"watchdog: no frame for {timeout:g}s") from None
         return message if isinstance(message, str) else message.decode("utf-8", errors="replace")
