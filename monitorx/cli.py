@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("monitorx.demo", "the whole pipeline on a private Redis and the simulator"),
     "config": ("monitorx.configcmd", "check, show or convert a configuration"),
     "bench": ("monitorx.bench", "benchmark bare RQ against the pipeline"),
+    "backtest": ("monitorx.backtest", "replay a recording through the checks offline"),
 }
 
 

@@ -1,0 +1,146 @@
+"""Benchmark of ``monitorx backtest``: a simulated day (12 Binance accounts at 5 Hz, 432,000 frames)
+replayed with the legacy configuration; prints one JSON line per run.
+
+    .venv/bin/python -m monitorx.backtest_bench                       # the day, --jobs 1 and 2
+    .venv/bin/python -m monitorx.backtest_bench --frames 18000 --profile   # an hour, cProfile top
+
+The recording is generated once with ``simulator.frames`` (steady preset, in parallel) and kept
+at ``--recording`` for the next runs. ``--repeat N`` sends every simulated frame N times in a row
+(a feed resending unchanged figures), to measure the reuse of identical account objects; the
+simulator itself changes every figure on every frame, so plain runs never reuse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import multiprocessing as mp
+import pstats
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from monitorx.backtest import write_alerts
+from monitorx.replay import Options, Replay, Stats, collect, read_recording
+from monitorx.replay_pool import ReplayPool
+from simulator.frames import FrameGenerator, preset
+from workers.plan import Plan, load_plan
+
+DAY_FRAMES = 432_000
+START = datetime(2024, 5, 1, 0, 0, 30, tzinfo=UTC).timestamp()
+"""Unix time of the first frame (every report slot of the day falls inside)."""
+CHUNK = 2_000
+LEGACY = Path(__file__).resolve().parents[2] / "shared" / "legacy" / "features.json"
+
+
+def _chunk(args: tuple[int, int, int, float, int]) -> bytes:
+    first, stop, accounts, hz, repeat = args
+    generator = FrameGenerator(preset("steady", accounts=accounts, okx=False))
+    lines = []
+    for i in range(first, stop):
+        text = generator.text((i // repeat) * repeat / hz)
+        lines.append(json.dumps({"received_at": START + i / hz, "frame": text}))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def generate(path: Path, frames: int, accounts: int, hz: float, repeat: int) -> None:
+    jobs = [(i, min(i + CHUNK, frames), accounts, hz, repeat) for i in range(0, frames, CHUNK)]
+    started = time.perf_counter()
+    tmp = path.with_suffix(".partial")
+    with mp.get_context("spawn").Pool() as pool, tmp.open("wb") as out:
+        for data in pool.imap(_chunk, jobs):
+            out.write(data)
+    tmp.rename(path)
+    took = time.perf_counter() - started
+    print(f"generated {path} ({path.stat().st_size / 2**30:.2f} GiB) in {took:.0f} s", file=sys.stderr)
+
+
+def timed_run(plan: Plan, config: Path, recording: Path, options: Options, jobs: int) -> dict[str, object]:
+    sink = io.StringIO()
+    started = time.perf_counter()
+    if jobs <= 1:
+        replay = Replay(plan, options)
+        counts = write_alerts(
+            collect(plan, replay.run(read_recording(recording, replay.stats))), "jsonl", sink, None
+        )
+        stats = replay.stats
+    else:
+        with ReplayPool(config, recording, options, jobs) as pool:
+            counts = write_alerts(collect(plan, pool.items()), "jsonl", sink, None)
+        stats = pool.stats()
+    seconds = time.perf_counter() - started
+    return {
+        "jobs": jobs,
+        "reuse": options.reuse,
+        "frames": stats.frames,
+        "seconds": round(seconds, 2),
+        "frames_per_s": round(stats.frames / seconds),
+        "day_seconds": round(DAY_FRAMES / (stats.frames / seconds), 1),
+        "snapshots": stats.snapshots,
+        "reused": stats.reused,
+        "evaluations": stats.evaluations,
+        "alerts": dict(sorted(counts.items())),
+    }
+
+
+def parse_floor(recording: Path) -> dict[str, object]:
+    """Reading the lines and parsing each frame's JSON, nothing else: the floor of any replay."""
+    started = time.perf_counter()
+    stats = Stats()
+    frames = sum(1 for _, text in read_recording(recording, stats) if json.loads(text))
+    seconds = time.perf_counter() - started
+    return {"floor": "read + json.loads only", "frames": frames, "seconds": round(seconds, 2)}
+
+
+def profile(plan: Plan, recording: Path, options: Options, top: int) -> None:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    replay = Replay(plan, options)
+    for _ in collect(plan, replay.run(read_recording(recording, replay.stats))):
+        pass
+    profiler.disable()
+    pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(top)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="backtest_bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--frames", type=int, default=DAY_FRAMES)
+    parser.add_argument("--accounts", type=int, default=12)
+    parser.add_argument("--hz", type=float, default=5.0)
+    parser.add_argument("--repeat", type=int, default=1, help="send every simulated frame N times in a row")
+    parser.add_argument(
+        "--recording", type=Path, help="default: /tmp/monitorx-backtest-<frames>x<repeat>.jsonl"
+    )
+    parser.add_argument("--config", type=Path, default=LEGACY)
+    parser.add_argument("--jobs", default="1,2", help="comma-separated process counts to time")
+    parser.add_argument("--no-reuse", dest="reuse", action="store_false")
+    parser.add_argument("--floor", action="store_true", help="also time reading and JSON parsing alone")
+    parser.add_argument("--profile", action="store_true", help="cProfile one single-process run instead")
+    parser.add_argument("--top", type=int, default=25)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    recording = args.recording or Path(f"/tmp/monitorx-backtest-{args.frames}x{args.repeat}.jsonl")
+    if not recording.exists():
+        generate(recording, args.frames, args.accounts, args.hz, args.repeat)
+    plan = load_plan(args.config)
+    options = Options(reuse=args.reuse)
+    if args.profile:
+        profile(plan, recording, options, args.top)
+        return 0
+    if args.floor:
+        print(json.dumps(parse_floor(recording)), flush=True)
+    for jobs in (int(j) for j in args.jobs.split(",")):
+        print(json.dumps(timed_run(plan, args.config, recording, options, jobs)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
