@@ -62,13 +62,13 @@ def parse_frame(text: str, received_at: float, next_seq: Callable[[], int]) -> P
     """Parse one frame; never raises. A frame that is not a JSON object with an object ``pos`` is
     quarantined whole; an account whose value is not an object (or does not normalize) is
     quarantined alone, the other accounts are kept. Other top-level keys are ignored."""
-    pos, reason = _load_pos(text)
+    pos, reason = load_pos(text)
     if pos is None:
         return ParsedFrame(quarantined=(QuarantineEntry(reason, received_at, text[:QUARANTINE_EXCERPT]),))
     snapshots: list[Snapshot] = []
     quarantined: list[QuarantineEntry] = []
     for account, obj in pos.items():
-        result = _account(account, obj, received_at, next_seq)
+        result = parse_account(account, obj, received_at, next_seq)
         if isinstance(result, Snapshot):
             snapshots.append(result)
         else:
@@ -76,7 +76,7 @@ def parse_frame(text: str, received_at: float, next_seq: Callable[[], int]) -> P
     return ParsedFrame(tuple(snapshots), tuple(quarantined))
 
 
-def _load_pos(text: str) -> tuple[dict[str, Any] | None, str]:
+def load_pos(text: str) -> tuple[dict[str, Any] | None, str]:
     """The ``pos`` object of a frame, or None and the reason it is malformed."""
     try:
         data = json.loads(text)
@@ -90,7 +90,7 @@ def _load_pos(text: str) -> tuple[dict[str, Any] | None, str]:
     return pos, ""
 
 
-def _account(
+def parse_account(
     account: str, obj: Any, received_at: float, next_seq: Callable[[], int]
 ) -> Snapshot | QuarantineEntry:
     """One account's snapshot, or its quarantine entry (excerpt: ``{account: value}`` as JSON)."""

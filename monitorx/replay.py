@@ -37,8 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ingestor.frames import _account as parse_account
-from ingestor.frames import _load_pos as load_pos
+from ingestor.frames import load_pos, parse_account
 from shared.models import Alert, Snapshot
 from workers.checks.base import Finding, ReportSpec
 from workers.plan import Bound, Plan
