@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, AnyUrl, Field, RedisDsn, SecretStr, model_validator
+from pydantic import AliasChoices, AnyUrl, Field, RedisDsn, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.keys import DEFAULT_PREFIX, Keys
@@ -74,6 +74,13 @@ class IngestSettings(CommonSettings):
     """Snapshot stream length kept for entries every consumer group has already read."""
     record: Path | None = Field(default=None, validation_alias=_env("MONITORX_RECORD"))
     """Append every raw frame to this JSONL file (``--record``)."""
+
+    @field_validator("galio_uri")
+    @classmethod
+    def _websocket_scheme(cls, uri: AnyUrl) -> AnyUrl:
+        if uri.scheme not in {"ws", "wss"}:
+            raise ValueError(f"must be a ws:// or wss:// URL, not {uri.scheme}://")
+        return uri
 
     @model_validator(mode="after")
     def _legacy_username(self) -> IngestSettings:
