@@ -15,6 +15,7 @@ from shared.config import parse
 from shared.keys import COUNTER_COALESCED, COUNTER_REJECTED_JOBS, QUEUE_NAME, Keys
 from shared.models import Alert
 from shared.redisio import Publisher, connect
+from tests.helpers import wait_until
 from workers.context import Context
 from workers.plan import Plan, build
 from workers.registry import Registry
@@ -182,3 +183,17 @@ def test_missed_report_slot_is_sent_late_once(redis_url: str, r: redis_lib.Redis
     worker.work(burst=True)
     reports = sorted((a.observed_at, a.labels.get("late")) for a in alerts(r) if a.check == "balance_report")
     assert reports == [(six, None), (six + 6 * 3600, "true")]
+
+
+def test_entries_left_pending_by_a_dead_dispatcher_are_reclaimed(redis_url: str, r: redis_lib.Redis) -> None:
+    d, worker, pub = setup(redis_url, plan_of())
+    pub.publish([snap(1000.0, "500")])
+    r.xreadgroup("dispatch", "crashed-dispatcher", {KEYS.snapshots: ">"})  # read, never acknowledged
+    assert d.step() == 0  # not idle long enough yet: still the dead consumer's
+    assert r.xpending(KEYS.snapshots, "dispatch")["pending"] == 1
+    d.claim_idle_ms = 1
+    d._next_claim = 0.0
+    wait_until(lambda: d.step() > 0, timeout=5, what="the pending entry to be reclaimed and routed")
+    assert r.xpending(KEYS.snapshots, "dispatch")["pending"] == 0
+    worker.work(burst=True)
+    assert [a.check for a in alerts(r) if a.check == "low_balance"] == ["low_balance"]
