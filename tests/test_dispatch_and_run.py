@@ -15,11 +15,9 @@ from shared.config import parse
 from shared.keys import COUNTER_COALESCED, COUNTER_REJECTED_JOBS, QUEUE_NAME, Keys
 from shared.models import Alert
 from shared.redisio import Publisher, connect
-from tests.helpers import wait_until
-from workers.context import Context
+from tests.helpers import alerts_of, in_process, wait_until
 from workers.plan import Plan, build
 from workers.registry import Registry
-from workers.worker import make_worker
 
 CONFIG = """
 stale_after: 30
@@ -38,19 +36,11 @@ def plan_of(text: str = CONFIG) -> Plan:
 
 
 def setup(url: str, plan: Plan, clock: Any = None) -> tuple[Dispatcher, Any, Publisher]:
-    r = connect(url)
-    d = Dispatcher(
-        r=r, rq_connection=connect(url, decode=False), keys=KEYS, plan=plan, consumer="d1", block_ms=10
-    )
-    if clock is not None:
-        d.clock = clock
-    d.start()
-    worker = make_worker("simple", connect(url, decode=False), Context(r, KEYS, plan), name="w1")
-    return d, worker, Publisher(r, KEYS)
+    return in_process(url, plan, **({"clock": clock} if clock is not None else {}))
 
 
 def alerts(r: redis_lib.Redis) -> list[Alert]:
-    return [Alert.model_validate_json(f["alert"]) for _, f in r.xrange(KEYS.alerts)]
+    return alerts_of(r)
 
 
 def snap(t: float, usdt: object, seq: int = 0) -> Any:

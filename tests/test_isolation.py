@@ -7,17 +7,14 @@ from collections.abc import Sequence
 
 import redis as redis_lib
 
-from dispatcher.service import Dispatcher
 from ingestor.normalize import normalize_account
 from shared.config import parse
 from shared.keys import Keys
 from shared.models import Alert, Snapshot
-from shared.redisio import Publisher, connect
+from tests.helpers import in_process
 from workers.checks.base import CheckSpec, Finding, Message, Params
-from workers.context import Context
 from workers.plan import build
 from workers.registry import Registry
-from workers.worker import make_worker
 
 ACC = "BINANCE-AAZ01-UM"
 
@@ -53,17 +50,8 @@ def test_hanging_and_raising_checks_do_not_stop_the_others(redis_url: str, r: re
     registry = Registry([*Registry.discover(plugins=False).specs.values(), HANG, BOOM])
     plan = build(parse(CONFIG, "t.yaml"), registry)
     keys = Keys()
-    d = Dispatcher(
-        r=connect(redis_url),
-        rq_connection=connect(redis_url, decode=False),
-        keys=keys,
-        plan=plan,
-        consumer="d",
-        block_ms=10,
-        job_timeout=1,
-    ).start()
-    worker = make_worker("simple", connect(redis_url, decode=False), Context(connect(redis_url), keys, plan))
-    Publisher(connect(redis_url), keys).publish([normalize_account(ACC, {"USDTwalletBalance": 50}, 10.0)])
+    d, worker, pub = in_process(redis_url, plan, job_timeout=1)
+    pub.publish([normalize_account(ACC, {"USDTwalletBalance": 50}, 10.0)])
     d.step()
     worker.work(burst=True)
     got = [Alert.model_validate_json(f["alert"]) for _, f in r.xrange(keys.alerts)]
@@ -78,16 +66,7 @@ def test_a_check_error_repeats_only_after_its_cooldown(redis_url: str, r: redis_
     registry = Registry([*Registry.discover(plugins=False).specs.values(), BOOM])
     plan = build(parse("checks:\n  boom: {check: boom, accounts: ['*']}\n", "t.yaml"), registry)
     keys = Keys()
-    d = Dispatcher(
-        r=connect(redis_url),
-        rq_connection=connect(redis_url, decode=False),
-        keys=keys,
-        plan=plan,
-        consumer="d",
-        block_ms=10,
-    ).start()
-    worker = make_worker("simple", connect(redis_url, decode=False), Context(connect(redis_url), keys, plan))
-    pub = Publisher(connect(redis_url), keys)
+    d, worker, pub = in_process(redis_url, plan)
     for t in (10.0, 20.0, 400.0):
         pub.publish([normalize_account(ACC, {"USDTwalletBalance": 50}, t)])
         d.step()

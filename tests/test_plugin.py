@@ -10,16 +10,13 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
-from dispatcher.service import Dispatcher
 from ingestor.normalize import normalize_account
 from shared.config import parse
 from shared.keys import Keys
 from shared.models import Alert
-from shared.redisio import Publisher, connect
-from workers.context import Context
+from tests.helpers import in_process
 from workers.plan import build
 from workers.registry import Registry
-from workers.worker import make_worker
 
 FIXTURE = Path(__file__).parent / "fixtures" / "plugin"
 CONFIG = """
@@ -64,17 +61,9 @@ def test_plugin_is_discovered_and_its_alert_comes_out(
     assert "big_position" in registry.names
     plan = build(parse(CONFIG, "plugin.yaml"), registry)
     keys = Keys()
-    d = Dispatcher(
-        r=connect(redis_url),
-        rq_connection=connect(redis_url, decode=False),
-        keys=keys,
-        plan=plan,
-        consumer="d",
-        block_ms=10,
-    ).start()
-    worker = make_worker("simple", connect(redis_url, decode=False), Context(connect(redis_url), keys, plan))
+    d, worker, pub = in_process(redis_url, plan)
     obj = {"BTCUSDT": 3.5, "BTCUSDTAvg-Price": 64000, "ETHUSDT": 1}
-    Publisher(connect(redis_url), keys).publish([normalize_account("BINANCE-AAZ01-UM", obj, observed_at=5.0)])
+    pub.publish([normalize_account("BINANCE-AAZ01-UM", obj, observed_at=5.0)])
     d.step()
     worker.work(burst=True)
     got = [Alert.model_validate_json(f["alert"]) for _, f in r.xrange(keys.alerts)]
