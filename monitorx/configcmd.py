@@ -43,7 +43,22 @@ def show(path: Path | None) -> int:
         print(f"  params={json.dumps(b.params.model_dump(mode='json'), sort_keys=True)}")
     for inst, reason in plan.skipped:
         print(f"{inst.name}\n  SKIPPED: {reason}")
+    _show_routing(plan)
     return 0
+
+
+def _show_routing(plan: Plan) -> None:
+    """The expanded (account, check) pairs of every account named explicitly; accounts matched
+    only by a pattern are routed the same way once they report."""
+    accounts = sorted({a for b in plan.bound.values() for a in b.instance.explicit_accounts})
+    print(f"\nrouting ({len(accounts)} accounts named in the configuration):")
+    for account in accounts:
+        per_snapshot = [b.name for b in plan.for_snapshot(account)]
+        reports = [b.name for b in plan.reports() if b.instance.covers(account)]
+        print(f"  {account}: {', '.join(per_snapshot + reports) or '(nothing)'}")
+    patterns = sorted({a for b in plan.bound.values() for a in b.instance.accounts} - set(accounts))
+    if patterns:
+        print(f"  patterns routed as accounts report: {', '.join(patterns)}")
 
 
 def _yaml_check(inst: Instance) -> dict[str, Any]:
