@@ -21,6 +21,7 @@ from typing import Any, cast
 
 import pytest
 import redis as redis_lib
+from pydantic import AnyUrl, ValidationError
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus, InvalidURI
 from websockets.frames import Close
@@ -451,8 +452,14 @@ def test_slow_redis_does_not_trip_the_watchdog(redis_url: str, r: redis_lib.Redi
     assert r.hget(KEYS.counters, COUNTER_FRAMES) == "12"
 
 
-def test_invalid_uri_gives_up(redis_url: str) -> None:
-    settings = settings_for("http://127.0.0.1:9/feed", redis_url)
+def test_invalid_uri_is_refused_by_the_settings(redis_url: str) -> None:
+    with pytest.raises(ValidationError, match="ws:// or wss://"):
+        settings_for("http://127.0.0.1:9/feed", redis_url)
+
+
+def test_invalid_uri_gives_up_if_it_gets_past_the_settings(redis_url: str) -> None:
+    good = settings_for("ws://127.0.0.1:9/feed", redis_url)
+    settings = good.model_copy(update={"galio_uri": AnyUrl("http://127.0.0.1:9/feed")})  # unvalidated
     with pytest.raises(GiveUp, match="InvalidURI"):
         run_client(settings, lambda: False, timeout=5)
 
@@ -541,7 +548,9 @@ def test_cli_invalid_settings_exit_2(
 
 
 @pytest.mark.usefixtures("restore_logging")
-def test_cli_gives_up_on_an_invalid_uri(monkeypatch: pytest.MonkeyPatch, redis_url: str) -> None:
+def test_cli_refuses_an_invalid_uri_at_start(monkeypatch: pytest.MonkeyPatch, redis_url: str) -> None:
     monkeypatch.setenv("MONITORX_REDIS_URL", redis_url)
-    assert main(["--uri", "http://127.0.0.1:9/feed"]) == 1
+    with pytest.raises(SystemExit) as refused:  # the settings refuse it at start: exit 2
+        main(["--uri", "http://127.0.0.1:9/feed"])
+    assert refused.value.code == 2
     assert main(["--record", "/nonexistent/dir/frames.jsonl"]) == 2
