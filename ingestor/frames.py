@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ingestor.normalize import normalize_account
 from shared.keys import QUARANTINE_EXCERPT
 from shared.models import Snapshot
+
+Normalize = Callable[[str, Mapping[str, Any], float, int], Snapshot]
+"""``(account, object, observed_at, seq) -> Snapshot``."""
 
 
 @dataclass(frozen=True)
@@ -91,13 +94,18 @@ def load_pos(text: str) -> tuple[dict[str, Any] | None, str]:
 
 
 def parse_account(
-    account: str, obj: Any, received_at: float, next_seq: Callable[[], int]
+    account: str,
+    obj: Any,
+    received_at: float,
+    next_seq: Callable[[], int],
+    normalize: Normalize = normalize_account,
 ) -> Snapshot | QuarantineEntry:
-    """One account's snapshot, or its quarantine entry (excerpt: ``{account: value}`` as JSON)."""
+    """One account's snapshot, or its quarantine entry (excerpt: ``{account: value}`` as JSON).
+    ``normalize``: ``normalize_account`` or a :class:`ingestor.normalize.Normalizer`."""
     if not isinstance(obj, dict):
         return _quarantine_account(account, obj, received_at, f"not an object but a {type(obj).__name__}")
     try:
-        return normalize_account(account, obj, observed_at=received_at, seq=next_seq())
+        return normalize(account, obj, received_at, next_seq())
     except (ValueError, OverflowError, TypeError) as exc:
         return _quarantine_account(account, obj, received_at, f"does not normalize: {str(exc)[:80]}")
 

@@ -37,9 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ingestor.frames import load_pos, parse_account
+import orjson
+from pydantic import BaseModel
+
+from ingestor import frames
+from ingestor.frames import parse_account
+from ingestor.normalize import Normalizer
 from shared.models import Alert, Snapshot
-from workers.checks.base import Finding, ReportSpec
+from workers.checks.base import Evaluate, Finding, ReportSpec
 from workers.plan import Bound, Plan
 from workers.runner import ERROR_KEY, assess, report_accounts, report_alerts
 from workers.schedule import decide
@@ -151,9 +156,32 @@ class Stats:
 # ---------------------------------------------------------------- the recording
 
 
+def decode(data: bytes | str) -> Any:
+    """``json.loads(data)``, faster: orjson first, and ``json.loads`` whenever orjson refuses the
+    text (``NaN``, ``Infinity``, numbers out of double range, lone surrogates, non-UTF-8), so
+    every text decodes or fails exactly as it does live. One difference: an integer literal of
+    2**64 or more decodes as the nearest float rather than an int, the number the feed's parser
+    (``parse_number``) reads from either; checks read values through it and raw keys only."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
+def load_pos(text: str) -> tuple[dict[str, Any] | None, str]:
+    """``ingestor.frames.load_pos``, decoding with :func:`decode`: the ``pos`` object of a frame,
+    or None and the reason (found by ``ingestor.frames.load_pos`` itself) it is malformed."""
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return frames.load_pos(text)
+    pos = data.get("pos") if type(data) is dict else None
+    return (pos, "") if type(pos) is dict else frames.load_pos(text)
+
+
 def _record(line: bytes) -> tuple[float, str] | None:
     try:
-        data = json.loads(line)
+        data = decode(line)
     except (ValueError, RecursionError):
         return None
     if not isinstance(data, dict):
@@ -214,8 +242,12 @@ class PairState:
 
 def _findings(bound: Bound, snap: Snapshot | None, now: float) -> Findings | None:
     """The check's findings, or None when it raises (assess then reports the error)."""
+    return _run(bound.check.evaluate, snap, bound.params, now)
+
+
+def _run(evaluate: Evaluate[Any], snap: Snapshot | None, params: BaseModel, now: float) -> Findings | None:
     try:
-        return tuple(bound.check.evaluate(snap, bound.params, now))
+        return tuple(evaluate(snap, params, now))
     except Exception:  # noqa: BLE001 - assess runs it again and turns the error into check_error
         return None
 
@@ -249,8 +281,29 @@ class _Known:
     findings: dict[str, Findings] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Route:
+    """One instance evaluated on each snapshot of an account, with the pair's state."""
+
+    index: int
+    """The instance's position in the account's routes."""
+    bound: Bound
+    evaluate: Evaluate[Any]
+    params: BaseModel
+    reusable: bool
+    """Findings may be reused for an identical object: the check is not time-driven."""
+    pair: PairState
+
+
 def everyone(account: str) -> bool:
     return True
+
+
+def _any_breached(found: Findings) -> bool:
+    for finding in found:
+        if finding.breached:
+            return True
+    return False
 
 
 # ---------------------------------------------------------------- the engine
@@ -267,7 +320,8 @@ class Replay:
         self._pairs: dict[tuple[str, str], PairState] = {}
         self._latest: dict[str, Snapshot] = {}
         self._known: dict[str, _Known] = {}
-        self._wanted: dict[str, bool] = {}
+        self._normalize = Normalizer(trusted=True)  # objects come from decode: JSON as decoded
+        self._routes: dict[str, tuple[_Route, ...] | None] = {}
         self._covers: dict[tuple[str, str], bool] = {}
         self._ticking = plan.on_tick()
         self._reports = plan.reports()
@@ -311,18 +365,33 @@ class Replay:
             return
         for rank, (account, obj) in enumerate(pos.items()):
             self._seq += 1
-            if self.owns(account) and self._wants(account):
-                self._account(rank, account, obj, t, self._seq)
+            try:
+                routes = self._routes[account]
+            except KeyError:
+                routes = self._routes[account] = self._routes_of(account)
+            if routes is not None:
+                self._account(rank, account, obj, t, self._seq, routes)
 
-    def _wants(self, account: str) -> bool:
-        """Whether any instance covers the account (the others are parsed live but never used)."""
-        wanted = self._wanted.get(account)
-        if wanted is None:
-            wanted = any(b.instance.covers(account) for b in self.plan.bound.values())
-            self._wanted[account] = wanted
-        return wanted
+    def _routes_of(self, account: str) -> tuple[_Route, ...] | None:
+        """The account's routes; None when this engine does not own it or nothing covers it
+        (such accounts are parsed live but never used)."""
+        if not (self.owns(account) and any(b.instance.covers(account) for b in self.plan.bound.values())):
+            return None
+        return tuple(
+            _Route(
+                index,
+                bound,
+                bound.check.evaluate,
+                bound.params,
+                self.options.reuse and "tick" not in bound.check.triggers,
+                self._pair(bound.name, account),
+            )
+            for index, bound in enumerate(self.plan.for_snapshot(account))
+        )
 
-    def _account(self, rank: int, account: str, obj: Any, t: float, seq: int) -> None:
+    def _account(
+        self, rank: int, account: str, obj: Any, t: float, seq: int, routes: tuple[_Route, ...]
+    ) -> None:
         known = self._snapshot(account, obj, t, seq)
         if known is None:
             return
@@ -331,13 +400,28 @@ class Replay:
         current = self._latest.get(account)
         if current is None or t >= current.observed_at:
             self._latest[account] = snap
-        for index, bound in enumerate(self.plan.for_snapshot(account)):
-            reusable = self.options.reuse and "tick" not in bound.check.triggers
-            cached = known.findings.get(bound.name) if reusable else None
-            order = Order(self._event, 0, rank, "", index, 0)
-            found = self._evaluate(bound, account, snap, t, order, cached)
-            if reusable and found is not None:
-                known.findings[bound.name] = found
+        for route in routes:
+            last = route.pair.last
+            if last is not None and t <= last:
+                continue  # as _evaluate: an evaluation at or before the pair's newest changes nothing
+            cached = known.findings.get(route.bound.instance.name) if route.reusable else None
+            found = self._on_snapshot(route, account, snap, t, rank, cached)
+            if route.reusable and found is not None:
+                known.findings[route.bound.instance.name] = found
+
+    def _on_snapshot(
+        self, route: _Route, account: str, snap: Snapshot, t: float, rank: int, found: Findings | None
+    ) -> Findings | None:
+        """``_evaluate`` of a frame's snapshot, with what the route holds."""
+        pair = route.pair
+        pair.last = t
+        self.stats.evaluations += 1
+        if found is None:
+            found = _run(route.evaluate, snap, route.params, t)
+        if found is not None and pair.quiet and not _any_breached(found):
+            return found
+        self._assess(route.bound, pair, account, snap, t, Order(self._event, 0, rank, "", route.index, 0))
+        return found
 
     def _snapshot(self, account: str, obj: Any, t: float, seq: int) -> _Known | None:
         """The account's entry for this object: the previous one, retimed, when the object is
@@ -347,7 +431,7 @@ class Replay:
             self.stats.reused += 1
             known.snapshot = known.snapshot.model_copy(update={"observed_at": t, "seq": seq})
             return known
-        parsed = parse_account(account, obj, t, lambda: seq)
+        parsed = parse_account(account, obj, t, lambda: seq, self._normalize)
         if not isinstance(parsed, Snapshot):
             self.stats.quarantined += 1
             return None
@@ -381,12 +465,18 @@ class Replay:
         self.stats.evaluations += 1
         if found is None:
             found = _findings(bound, snap, now)
-        if found is not None and pair.quiet and not any(f.breached for f in found):
+        if found is not None and pair.quiet and not _any_breached(found):
             return found
+        self._assess(bound, pair, account, snap, now, order)
+        return found
+
+    def _assess(
+        self, bound: Bound, pair: PairState, account: str, snap: Snapshot | None, now: float, order: Order
+    ) -> None:
+        """Move the pair's state as ``apply`` does and keep the alerts."""
         result = assess(bound, account, snap, now, pair.states, now)
         pair.absorb(result.states, bound.check.forget_on_clear)
         self._out.extend(Fired(order._replace(nth=i), now, a) for i, a in enumerate(result.alerts))
-        return found
 
     # -------------------------------------------------------- ticks
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any, Literal
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Any, Literal, NamedTuple, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.feed import FEED_ASSET_FIELDS, KeyLayout, Layouts
 
 JsonScalar = str | int | float | bool | None
 
@@ -25,6 +29,23 @@ def parse_number(value: Any) -> tuple[float | None, str | None]:
     """Parse one raw feed value: ``(number, None)``, ``(None, None)`` when absent, or
     ``(None, reason)`` when it is junk. Numbers and numeric strings parse; null and the empty
     string are absent; booleans, non-finite numbers and everything else are junk."""
+    kind = type(value)
+    if kind is float or kind is str:  # the common cases first; float() strips what strip() does
+        try:
+            number = float(value)
+        except ValueError:
+            return _parse_other(value)
+        return (number, None) if math.isfinite(number) else (None, "not finite")
+    if kind is int:
+        return (float(value), None) if abs(value) < _FLOAT_MAX else (None, "too large")
+    return _parse_other(value)
+
+
+_FLOAT_MAX = 2**1024
+"""Integers from here on have no float (``float()`` raises OverflowError)."""
+
+
+def _parse_other(value: Any) -> tuple[float | None, str | None]:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None, None
     if isinstance(value, bool):
@@ -43,17 +64,7 @@ def parse_number(value: Any) -> tuple[float | None, str | None]:
     return number, None
 
 
-ASSET_FIELDS: tuple[str, ...] = (
-    "walletBalance",
-    "initialMargin",
-    "maintMargin",
-    "unrealizedProfit",
-    "marginBalance",
-    "positionInitialMargin",
-    "openOrderInitialMargin",
-    "availableBalance",
-    "maxWithdrawAmount",
-)
+ASSET_FIELDS: tuple[str, ...] = FEED_ASSET_FIELDS
 """The per-asset fields of the feed (``<ASSET><field>``, Binance futures account fields)."""
 
 
@@ -68,13 +79,56 @@ class Position(BaseModel):
     liquidation_price: float | None = None
 
 
+class FeedViews(NamedTuple):
+    """The typed views of one account object, derived from its raw keys by the tables of
+    :mod:`shared.feed` (in raw key order). A position figure is None when absent or invalid; the
+    other views hold only figures that parsed."""
+
+    positions: dict[str, Position]
+    assets: dict[str, dict[str, float]]
+    totals: dict[str, float]
+    symbol_margins: dict[str, dict[str, float]]
+
+
+def feed_views(layout: KeyLayout, values: Mapping[str, float]) -> FeedViews:
+    """The views of an account object with these raw keys and parsed values."""
+    positions: dict[str, dict[str, float | None]] = {}
+    assets: dict[str, dict[str, float]] = {}
+    totals: dict[str, float] = {}
+    margins: dict[str, dict[str, float]] = {}
+    for key, (kind, subject, field) in zip(layout.keys, layout.classified, strict=True):
+        number = values.get(key)
+        if kind == "position" or kind == "position_field":
+            positions.setdefault(subject, {})[field] = number
+        elif number is None:
+            continue
+        elif kind == "total":
+            totals[field] = number
+        elif kind == "asset":
+            assets.setdefault(subject, {})[field] = number
+        else:
+            margins.setdefault(subject, {})[field] = number
+    built = {s: Position(symbol=s, **f) for s, f in positions.items()}
+    return FeedViews(built, assets, totals, margins)
+
+
+DERIVED_VIEWS = frozenset({"positions", "assets", "totals", "symbol_margins"})
+"""Views that were serialized fields before they were derived; dropped when validating an older
+snapshot's JSON (``mx:latest`` written by an older ingestor)."""
+VIEW_SOURCES = frozenset({"raw", "values", "invalid"})
+"""The fields the views are derived from: a copy that updates one of them derives them again."""
+CACHED = ("layout", "feed_views")
+"""The cached properties of a Snapshot."""
+
+
 class Snapshot(BaseModel):
     """The complete state of one account as one frame carried it, normalized at the edge.
 
     ``raw`` keeps the account object exactly as received (key order included: the delta check
     depends on it). ``values`` holds every raw key whose value parsed to a finite number,
     ``invalid`` every key whose value was junk with the reason. The typed views (positions,
-    assets, totals, symbol_margins) are derived from the tables in :mod:`ingestor.normalize`.
+    assets, totals, symbol_margins) are derived from ``raw`` and ``values`` by the tables in
+    :mod:`shared.feed` when first asked for, and are not serialized.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -86,10 +140,54 @@ class Snapshot(BaseModel):
     raw: dict[str, JsonScalar | list[Any] | dict[str, Any]]
     values: dict[str, float] = Field(default_factory=dict)
     invalid: dict[str, str] = Field(default_factory=dict)
-    positions: dict[str, Position] = Field(default_factory=dict)
-    assets: dict[str, dict[str, float]] = Field(default_factory=dict)
-    totals: dict[str, float] = Field(default_factory=dict)
-    symbol_margins: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_derived(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not DERIVED_VIEWS.isdisjoint(data):
+            return {k: v for k, v in data.items() if k not in DERIVED_VIEWS}
+        return data
+
+    @cached_property
+    def layout(self) -> KeyLayout:
+        """The raw keys, classified once: this snapshot's own, or one shared by :meth:`sharing`."""
+        return KeyLayout(tuple(self.raw))
+
+    def sharing(self, layouts: Layouts) -> Self:
+        """This snapshot, its layout taken from ``layouts`` (a cache the caller owns), so that
+        snapshots with the same raw keys classify them once."""
+        self.__dict__["layout"] = layouts.of(tuple(self.raw))
+        return self
+
+    @cached_property
+    def feed_views(self) -> FeedViews:
+        """Every typed view, computed once per snapshot."""
+        return feed_views(self.layout, self.values)
+
+    @property
+    def positions(self) -> dict[str, Position]:
+        return self.feed_views.positions
+
+    @property
+    def assets(self) -> dict[str, dict[str, float]]:
+        return self.feed_views.assets
+
+    @property
+    def totals(self) -> dict[str, float]:
+        return self.feed_views.totals
+
+    @property
+    def symbol_margins(self) -> dict[str, dict[str, float]]:
+        return self.feed_views.symbol_margins
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """As pydantic's, but the layout and views cached on this snapshot are not carried over to
+        a copy whose raw keys or values differ."""
+        copied = super().model_copy(update=update, deep=deep)
+        if update and not VIEW_SOURCES.isdisjoint(update):
+            for name in CACHED:
+                copied.__dict__.pop(name, None)
+        return copied
 
     def number(self, key: str) -> float | None:
         """The parsed value of a raw key, None when absent; raises InvalidValue when junk."""

@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 import redis as redis_lib
 
+from ingestor import frames
 from ingestor.frames import parse_frame
 from monitorx import cli
+from monitorx import replay as replay_module
 from monitorx.backtest import ProgressBar, main
 from monitorx.replay import Fired, Options, Replay, Stats, collect, read_recording, same_object
 from shared.config import parse
@@ -417,3 +419,84 @@ def test_reports_need_every_share(tmp_path: Path, legacy_config: Path) -> None:
     assert [f.alert for f in merged] == [f.alert for f in single]
     report = next(f.alert for f in single if f.alert.check == "balance_report")
     assert "BINANCE-AAZ01-UM" in report.text and "BINANCE-AAZ03-UM" in report.text
+
+
+LOAD_POS_TEXTS = [
+    '{"pos": {"A": {"x": 1.5, "y": "2"}}}',
+    '{"pos": {"A": {"x": NaN, "y": Infinity, "z": -Infinity}}}',
+    '{"pos": {"A": {"x": 1e400}}}',
+    '{"pos": {"A": {"x": 12345678901234567890}}}',
+    '{"pos": {"A\\ud800": {"x": 1}}}',
+    '{"pos": {"A": {"x": 1}, "A": {"y": 2}}}',
+    '{"pos": []}',
+    '{"pos": null}',
+    '{"other": 1}',
+    "[1, 2]",
+    "not json",
+    "",
+    '{"pos": {"A": 1}',
+]
+
+
+@pytest.mark.parametrize("text", LOAD_POS_TEXTS)
+def test_fast_decoding_finds_what_the_live_parser_finds(text: str) -> None:
+    expected = frames.load_pos(text)
+    got = replay_module.load_pos(text)
+    assert repr(got) == repr(expected)
+    if expected[0] is not None:
+        assert [list(obj) for obj in expected[0].values()] == [list(obj) for obj in (got[0] or {}).values()]
+
+
+def test_an_integer_past_64_bits_decodes_to_the_same_figure() -> None:
+    """The one documented difference of the fast decoder: the raw value is the float, not the int;
+    the figure the checks read is the same."""
+    text = '{"pos": {"A": {"x": 123456789012345678901234567890}}}'
+    live, fast = frames.load_pos(text)[0], replay_module.load_pos(text)[0]
+    assert live is not None and fast is not None
+    assert parse_number(fast["A"]["x"]) == parse_number(live["A"]["x"]) == (1.2345678901234568e29, None)
+
+
+def test_fast_decoding_reads_records_as_json_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = json.dumps({"pos": {LOW: {"USDTwalletBalance": float("nan"), "BNBwalletBalance": 1}}})
+    lines = [
+        json.dumps({"received_at": BASE, "frame": frame}),
+        '{"received_at": NaN, "frame": "{}"}',
+        '{"received_at": Infinity, "frame": "{}"}',
+        '{"received_at": 1e400, "frame": "{}"}',
+        '{"received_at": 17e8, "frame": "{\\"pos\\": {\\"A\\": {\\"x\\": NaN}}}"}',
+        "   ",
+        "[]",
+        '{"received_at": true, "frame": "{}"}',
+    ]
+    path = tmp_path / "odd.jsonl"
+    path.write_bytes(
+        "\n".join(lines).encode() + b"\n" + json.dumps({"received_at": 1, "frame": "x"}).encode("utf-16")
+    )
+    fast_stats = Stats()
+    fast = list(read_recording(path, fast_stats))
+    monkeypatch.setattr(replay_module, "decode", json.loads)
+    slow_stats = Stats()
+    slow = list(read_recording(path, slow_stats))
+    assert repr(fast) == repr(slow)
+    assert fast_stats == slow_stats
+    assert fast_stats.bad_lines == 5
+
+
+def test_nan_figures_replay_as_live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """orjson refuses NaN, json reads it (then parse_number marks the value invalid): the replay
+    falls back to json and evaluates the frame as the ingestor would."""
+    recording = write_recording(tmp_path / "nan.jsonl", preset("demo", accounts=2, okx=False), 10)
+    lines = recording.read_text(encoding="utf-8").splitlines()
+    for i in range(5, 10):
+        record = json.loads(lines[i])
+        frame = json.loads(record["frame"])
+        frame["pos"][OTHER]["USDTwalletBalance"] = float("nan")
+        lines[i] = json.dumps({**record, "frame": json.dumps(frame)})
+    recording.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    plan = plan_of(AGREEMENT_CONFIG)
+    fast, fast_stats = replay(plan, recording)
+    monkeypatch.setattr(replay_module, "load_pos", frames.load_pos)
+    slow, slow_stats = replay(plan, recording)
+    assert [f.alert for f in fast] == [f.alert for f in slow]
+    assert fast_stats == slow_stats
+    assert any(f.alert.check == "check_error" for f in fast)

@@ -20,6 +20,7 @@ from workers.checks import fmt
 from workers.checks.base import CheckSpec, Finding, Message, Params
 
 SUFFIXES = ("USDT", "USDC")
+SUFFIX_LENGTH = 4
 PRICE = "Avg-Price"
 
 
@@ -36,11 +37,8 @@ def pairs(keys: Iterable[str]) -> list[tuple[str, str, str]]:
     """``(base, first, second)`` of every base with exactly two USDT/USDC keys, in key order."""
     groups: dict[str, list[str]] = {}
     for key in keys:
-        if key.endswith(PRICE):
-            continue
-        for suffix in SUFFIXES:
-            if key.endswith(suffix):
-                groups.setdefault(key[: -len(suffix)], []).append(key)
+        if key.endswith(SUFFIXES):  # never a ``...Avg-Price`` key: it ends in neither suffix
+            groups.setdefault(key[:-SUFFIX_LENGTH], []).append(key)
     return [(base, legs[0], legs[1]) for base, legs in groups.items() if len(legs) == 2]
 
 
@@ -70,7 +68,7 @@ def _assess(snap: Snapshot, base: str, first: str, second: str, params: DeltaPar
 def evaluate(snap: Snapshot | None, params: DeltaParams, now: float) -> list[Finding]:
     if snap is None:
         return []
-    found = (_assess(snap, base, first, second, params) for base, first, second in pairs(snap.raw))
+    found = (_assess(snap, base, first, second, params) for base, first, second in snap.layout.derived(pairs))
     return [f for f in found if f is not None]
 
 
