@@ -138,10 +138,7 @@ class Dispatcher:
         unseen_due = now - self.started_at >= self.plan.config.stale_after
         pairs: list[Pair] = []
         for bound in self.plan.on_tick():
-            accounts = {a for a in seen if bound.instance.covers(a)}
-            if unseen_due:
-                accounts |= set(bound.instance.explicit_accounts)
-            pairs.extend((bound.name, a, now) for a in sorted(accounts))
+            pairs.extend((bound.name, a, now) for a in bound.tick_accounts(seen, unseen_due))
         return self.enqueue(pairs) + self.reports(now)
 
     def reports(self, now: float) -> int:
@@ -152,8 +149,7 @@ class Dispatcher:
         for bound in self.plan.reports():
             inst = bound.instance
             last: Any = self.r.get(self.keys.slot(inst.name))
-            schedule = inst.schedule or getattr(bound.spec, "default_schedule", ())
-            decision = decide(schedule, None if last is None else float(last), now, inst.missed)
+            decision = decide(bound.schedule, None if last is None else float(last), now, inst.missed)
             if decision.action == "send" and decision.slot is not None:
                 self._push_report(inst.name, decision.slot, decision.late)
                 sent += 1

@@ -44,7 +44,7 @@ from ingestor import frames
 from ingestor.frames import parse_account
 from ingestor.normalize import Normalizer
 from shared.models import Alert, Snapshot
-from workers.checks.base import Evaluate, Finding, ReportSpec
+from workers.checks.base import Evaluate, Finding
 from workers.plan import Bound, Plan
 from workers.runner import ERROR_KEY, assess, report_accounts, report_alerts
 from workers.schedule import decide
@@ -322,7 +322,6 @@ class Replay:
         self._known: dict[str, _Known] = {}
         self._normalize = Normalizer(trusted=True)  # objects come from decode: JSON as decoded
         self._routes: dict[str, tuple[_Route, ...] | None] = {}
-        self._covers: dict[tuple[str, str], bool] = {}
         self._ticking = plan.on_tick()
         self._reports = plan.reports()
         self._slots: dict[str, float] = {}
@@ -491,23 +490,13 @@ class Replay:
             self.stats.ticks += 1
             self._tick(now)
 
-    def _covered(self, bound: Bound, account: str) -> bool:
-        key = (bound.name, account)
-        covered = self._covers.get(key)
-        if covered is None:
-            covered = self._covers[key] = bound.instance.covers(account)
-        return covered
-
     def _tick(self, now: float) -> None:
         """The time-driven checks of every owned account they cover, then the report slots."""
         assert self._t0 is not None
         self._event += 1
         unseen_due = now - self._t0 >= self.plan.config.stale_after
         for rank, bound in enumerate(self._ticking):
-            accounts = {a for a in self._latest if self._covered(bound, a)}
-            if unseen_due:
-                accounts |= {a for a in bound.instance.explicit_accounts if self.owns(a)}
-            for account in sorted(accounts):
+            for account in filter(self.owns, bound.tick_accounts(self._latest, unseen_due)):
                 order = Order(self._event, 1, rank, account, 0, 0)
                 self._evaluate(bound, account, self._latest.get(account), now, order, None)
         self._report_slots(now)
@@ -515,11 +504,7 @@ class Replay:
     def _report_slots(self, now: float) -> None:
         for rank, bound in enumerate(self._reports):
             inst = bound.instance
-            spec = bound.spec
-            assert isinstance(spec, ReportSpec)
-            decision = decide(
-                inst.schedule or spec.default_schedule, self._slots.get(inst.name), now, inst.missed
-            )
+            decision = decide(bound.schedule, self._slots.get(inst.name), now, inst.missed)
             if decision.slot is None or decision.action == "none":
                 continue
             self._slots[inst.name] = decision.slot

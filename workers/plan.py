@@ -6,7 +6,7 @@ Both the dispatcher (routing) and the workers (running) build the same Plan from
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,21 @@ class Bound:
         delay = inst.delay if inst.delay is not None else spec.default_delay
         cooldown = inst.cooldown if inst.cooldown is not None else spec.default_cooldown
         return Policy(delay=delay, cooldown=cooldown, forget_on_clear=spec.forget_on_clear)
+
+    @property
+    def schedule(self) -> tuple[str, ...]:
+        """A report's cron times (UTC): the instance's, else the report's default."""
+        default = self.spec.default_schedule if isinstance(self.spec, ReportSpec) else ()
+        return self.instance.schedule or default
+
+    def tick_accounts(self, seen: Iterable[str], unseen_due: bool) -> list[str]:
+        """The accounts a time-driven check evaluates on a tick: every account seen so far that
+        it covers, plus those it names explicitly once unseen accounts are due (``stale_after``
+        after monitoring started), in order."""
+        accounts = {a for a in seen if self.instance.covers(a)}
+        if unseen_due:
+            accounts |= set(self.instance.explicit_accounts)
+        return sorted(accounts)
 
     @property
     def send_resolved(self) -> bool:
