@@ -228,7 +228,7 @@ def apply(
     An evaluation that changes no state and emits nothing writes nothing (most of them: a healthy
     account, or a breach waiting out its delay or cooldown): it costs one round trip, the read."""
     key = keys.state(bound.name, account)
-    cas = r.register_script(_CAS)
+    cas = None
     for _ in range(CAS_ATTEMPTS):
         fetched: Any = r.hgetall(key) if stored is None else stored
         stored = dict(fetched)
@@ -239,6 +239,7 @@ def apply(
         result = assess(bound, account, snap, now, prior, clock())
         if not result.alerts and _encode(result.states)[0] == stored:
             return "unchanged"
+        cas = cas or r.register_script(_CAS)
         if cas(keys=[key, keys.alerts, keys.counters], args=_cas_args(last, now, result)):
             return "applied"
         stored = None
