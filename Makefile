@@ -24,7 +24,9 @@ lint: install
 	$(BIN)/mypy
 
 unit: install
-	$(BIN)/pytest -q $(ARGS)
+	@$(BIN)/pytest -q $(ARGS); code=$$?; \
+	if [ $$code -eq 5 ]; then echo "make unit: pytest collected no tests: failing" >&2; exit 1; fi; \
+	exit $$code
 
 test: lint unit
 
