@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 from pathlib import Path
 
 import redis
 
-from alerter.service import Alerter
+from alerter.service import Alerter, sink_group
 from alerter.sinks import Sink, build_sinks
 from shared.cli import EXIT_USAGE, settings_or_exit
 from shared.lifecycle import Stopper, setup_logging
@@ -71,6 +72,29 @@ def run(alerter: Alerter, stopper: Stopper) -> None:
             stopper.wait(REDIS_BACKOFF)
 
 
+def run_all(alerters: list[Alerter], stopper: Stopper) -> None:
+    """One delivery loop per sink, each in its own thread (the first in this one), so a sink that
+    hangs or is down never delays the others. All stop together on SIGTERM/SIGINT, each after the
+    entry in hand."""
+    threads = [threading.Thread(target=run, args=(a, stopper), name=f"sink-{a.group}") for a in alerters[1:]]
+    for thread in threads:
+        thread.start()
+    if alerters:
+        run(alerters[0], stopper)
+    else:
+        while not stopper.wait(1.0):  # nothing to deliver to: idle until told to stop
+            continue
+    for thread in threads:
+        thread.join()
+
+
+def _close(alerter: Alerter) -> None:
+    try:
+        alerter.close()
+    except redis.RedisError as exc:
+        log.warning("could not leave the consumer group %s: %s", alerter.group, exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = _settings(args)
@@ -78,12 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     sinks = _sinks(settings)
     stopper = Stopper().install()
     r = connect(str(settings.redis_url))
-    alerter = Alerter.from_settings(r, settings, sinks, stopping=stopper.is_set)
+    alerters = [
+        Alerter.from_settings(r, settings, [sink], stopping=stopper.is_set, group=sink_group(sink.name))
+        for sink in sinks
+    ]
     log.info("alerter %s delivering to: %s", settings.consumer, ", ".join(s.name for s in sinks) or "nothing")
-    run(alerter, stopper)
-    try:
-        alerter.close()
-    except redis.RedisError as exc:
-        log.warning("could not leave the consumer group: %s", exc)
+    run_all(alerters, stopper)
+    for alerter in alerters:
+        _close(alerter)
     log.info("alerter %s stopped", settings.consumer)
     return 0

@@ -68,6 +68,11 @@ def _label(alert: Alert) -> str:
     return f"{alert.check} {alert.account} {alert.state} (alert {alert.id})"
 
 
+def sink_group(sink_name: str) -> str:
+    """The consumer group of one sink's delivery loop: ``alert:slack``, ``alert:jsonl``, ..."""
+    return f"{K.ALERT_GROUP}:{sink_name}"
+
+
 ALERTS_MAXLEN = 10_000
 """Delivered alerts kept on the stream for inspection (undelivered ones are never trimmed)."""
 TRIM_EVERY = 100
@@ -89,6 +94,9 @@ class Alerter:
     clock: Callable[[], float] = time.time
     stopping: Callable[[], bool] = _never
     """Checked between entries: once true, the rest of the batch stays pending."""
+    group: str = K.ALERT_GROUP
+    """The consumer group this alerter reads through. The CLI runs one alerter per sink, each in
+    its own group (``sink_group``), so a sink that is down or slow never delays another."""
     stream_maxlen: int = ALERTS_MAXLEN
     """Alerts kept once every group has read and acknowledged them (trimmed every TRIM_EVERY steps)."""
     _started: bool = False
@@ -112,7 +120,7 @@ class Alerter:
         )
 
     def start(self) -> Alerter:
-        ensure_group(self.r, self.keys.alerts, K.ALERT_GROUP)
+        ensure_group(self.r, self.keys.alerts, self.group)
         self._started = True
         return self
 
@@ -135,22 +143,22 @@ class Alerter:
     def close(self) -> None:
         """Leave the group if nothing is pending for this consumer (per-pid names pile up)."""
         mine = self.r.xpending_range(
-            self.keys.alerts, K.ALERT_GROUP, min="-", max="+", count=1, consumername=self.consumer
+            self.keys.alerts, self.group, min="-", max="+", count=1, consumername=self.consumer
         )
         if not mine:
-            self.r.xgroup_delconsumer(self.keys.alerts, K.ALERT_GROUP, self.consumer)
+            self.r.xgroup_delconsumer(self.keys.alerts, self.group, self.consumer)
 
     # -- reading ---------------------------------------------------------------------------------
 
     def _reclaim(self) -> list[Entry]:
         """Entries whose delivery failed (or whose consumer died) ``retry_idle_ms`` ago or more."""
         stream, idle, cursor = self.keys.alerts, self.retry_idle_ms, self._claim_cursor
-        reply: Any = self.r.xautoclaim(stream, K.ALERT_GROUP, self.consumer, idle, cursor, count=self.batch)
+        reply: Any = self.r.xautoclaim(stream, self.group, self.consumer, idle, cursor, count=self.batch)
         self._claim_cursor = str(reply[0])
         deleted = [str(eid) for eid in (reply[2] if len(reply) > 2 else [])]
         if deleted:
             log.warning("%d pending alert entries were deleted from the stream: acknowledged", len(deleted))
-            self.r.xack(self.keys.alerts, K.ALERT_GROUP, *deleted)
+            self.r.xack(self.keys.alerts, self.group, *deleted)
         entries = [(str(eid), dict(fields or {})) for eid, fields in reply[1]]
         if entries:
             log.info("retrying %d pending alert entries", len(entries))
@@ -158,7 +166,7 @@ class Alerter:
 
     def _read(self, block: bool) -> list[Entry]:
         reply: Any = self.r.xreadgroup(
-            K.ALERT_GROUP,
+            self.group,
             self.consumer,
             {self.keys.alerts: ">"},
             count=self.batch,
@@ -193,7 +201,7 @@ class Alerter:
         ]
         if all(done):
             pipe = self.r.pipeline(transaction=False)
-            pipe.xack(self.keys.alerts, K.ALERT_GROUP, entry_id)
+            pipe.xack(self.keys.alerts, self.group, entry_id)
             pipe.delete(self.keys.attempts(alert.id))
             pipe.execute()
         return all(done)
@@ -261,6 +269,6 @@ class Alerter:
         pipe = self.r.pipeline(transaction=True)
         self._dead_letter(pipe, fields.get("alert") or repr(fields), ANY_SINK, f"invalid alert: {reason}", 0)
         pipe.hincrby(self.keys.counters, K.COUNTER_DEAD, 1)
-        pipe.xack(self.keys.alerts, K.ALERT_GROUP, entry_id)
+        pipe.xack(self.keys.alerts, self.group, entry_id)
         pipe.execute()
         log.error("invalid alert entry %s moved to %s: %s", entry_id, self.keys.dead, reason[:200])

@@ -9,7 +9,9 @@ Streams
                        (identifiers only: jobs read ``latest:{account}``). Group ``dispatch``.
     ``{p}quarantine``  ingestor. Frames set aside: ``reason``, ``received_at``, ``excerpt``
                        (at most QUARANTINE_EXCERPT characters of the raw frame). Capped, approximate.
-    ``{p}alerts``      workers -> alerter. Field ``alert`` (Alert JSON). Consumer group ``alert``.
+    ``{p}alerts``      workers -> alerter. Field ``alert`` (Alert JSON). One consumer group per
+                       sink, ``alert:{sink}`` (``alert:slack``, ``alert:jsonl``...), so sinks
+                       never wait for each other.
     ``{p}dead``        alerter. Alerts a sink gave up on: ``alert``, ``sink``, ``error``,
                        ``attempts``, ``failed_at``.
 Plain keys

@@ -300,12 +300,12 @@ def alerts_drained(r: redis_lib.Redis) -> bool:
         groups: Any = r.xinfo_groups(KEYS.alerts)
     except redis_lib.ResponseError:
         return False
-    group = next((g for g in groups if g["name"] == ALERT_GROUP), None)
-    if group is None:
+    mine = [g for g in groups if str(g["name"]).startswith(ALERT_GROUP)]  # one group per sink
+    if not mine:
         return False
     last: Any = r.xrevrange(KEYS.alerts, count=1)
     newest = last[0][0] if last else "0-0"
-    return int(group["pending"]) == 0 and group["last-delivered-id"] == newest
+    return all(int(g["pending"]) == 0 and g["last-delivered-id"] == newest for g in mine)
 
 
 def stream_alert_ids(r: redis_lib.Redis) -> list[str]:
