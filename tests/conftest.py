@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 import redis as redis_lib
 
 from monitorx.procs import Supervisor, start_redis
-from tests.helpers import wait_until
-
-T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -37,11 +33,6 @@ def r(redis_url: str) -> Iterator[redis_lib.Redis]:
     client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
-
-
-@pytest.fixture
-def poll() -> Callable[..., object]:
-    return wait_until
 
 
 @pytest.fixture

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from monitorx.procs import free_port  # one implementation, shared with the demo and the bench
+
 T = TypeVar("T")
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["alerts_of", "free_port", "in_process", "wait_until"]
 
 
 def wait_until(
