@@ -45,6 +45,12 @@ class Supervisor:
     """Starts children and stops them all, newest first: SIGTERM, wait, then SIGKILL."""
 
     children: list[Child] = field(default_factory=list)
+    cwd: Path | None = None
+    """Working directory of the children (None: this process's)."""
+
+    def base_environ(self) -> dict[str, str]:
+        """The environment every child starts from, before its own ``env`` (default: ours)."""
+        return dict(os.environ)
 
     def start(
         self,
@@ -54,9 +60,13 @@ class Supervisor:
         stdout: IO[bytes] | int | None = None,
         stderr: IO[bytes] | int | None = None,
     ) -> Child:
-        full_env = {**os.environ, **(env or {})}
         proc = subprocess.Popen(
-            list(argv), env=full_env, stdout=stdout, stderr=stderr, start_new_session=True
+            list(argv),
+            env={**self.base_environ(), **(env or {})},
+            cwd=self.cwd,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
         )
         child = Child(name, proc)
         self.children.append(child)

@@ -58,7 +58,7 @@ class Processes(Supervisor):
     writing standard output and error to its own files under ``workdir/logs``."""
 
     def __init__(self, workdir: Path) -> None:
-        super().__init__()
+        super().__init__(cwd=workdir)
         self.workdir = workdir
         self.logdir = workdir / "logs"
         self.logdir.mkdir(parents=True, exist_ok=True)
@@ -66,6 +66,9 @@ class Processes(Supervisor):
         """pid -> (stdout file, stderr file)."""
         self._files: list[IO[bytes]] = []
         self._starts: Counter[str] = Counter()
+
+    def base_environ(self) -> dict[str, str]:
+        return clean_environ()
 
     def start(
         self,
@@ -80,17 +83,14 @@ class Processes(Supervisor):
         out_path, err_path = self.logdir / f"{stem}.out", self.logdir / f"{stem}.err"
         out, err = out_path.open("wb"), err_path.open("wb")
         self._files += [out, err]
-        proc = subprocess.Popen(
-            list(argv),
-            env={**clean_environ(), **(env or {})},
-            cwd=self.workdir,
+        child = super().start(
+            name,
+            argv,
+            env,
             stdout=out if stdout is None else stdout,
             stderr=err if stderr is None else stderr,
-            start_new_session=True,
         )
-        child = Child(name, proc)
-        self.children.append(child)
-        self.logs[proc.pid] = (out_path, err_path)
+        self.logs[child.proc.pid] = (out_path, err_path)
         return child
 
     def output(self, child: Child) -> str:
