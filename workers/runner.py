@@ -189,24 +189,25 @@ def _encode(states: Mapping[str, KeyState]) -> tuple[dict[str, str], list[str]]:
     return keep, [k for k, s in states.items() if s == KeyState()]
 
 
-# KEYS: state hash, alerts stream, counters. ARGV: expected _now ('' = none), new _now, then
-# n_set, field, value..., n_del, field..., n_alerts, alert json..., n_errors.
+# KEYS: state hash, alerts stream, counters. ARGV: expected _now ('' = none), new _now, the names
+# of the _now field and of the alerts and check-errors counters, then n_set, field, value...,
+# n_del, field..., n_alerts, alert json..., n_errors.
 # Compare-and-set: applies only if nobody evaluated this pair since we read its state.
 _CAS = """
-local cur = redis.call('HGET', KEYS[1], '_now') or ''
+local cur = redis.call('HGET', KEYS[1], ARGV[3]) or ''
 if cur ~= ARGV[1] then return 0 end
-local i = 3
+local i = 6
 local n = tonumber(ARGV[i]); i = i + 1
-local args = {'_now', ARGV[2]}
+local args = {ARGV[3], ARGV[2]}
 for _ = 1, n do table.insert(args, ARGV[i]); table.insert(args, ARGV[i + 1]); i = i + 2 end
 redis.call('HSET', KEYS[1], unpack(args))
 n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do redis.call('HDEL', KEYS[1], ARGV[i]); i = i + 1 end
 n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do redis.call('XADD', KEYS[2], '*', 'alert', ARGV[i]); i = i + 1 end
-if n > 0 then redis.call('HINCRBY', KEYS[3], 'alerts_emitted', n) end
+if n > 0 then redis.call('HINCRBY', KEYS[3], ARGV[4], n) end
 local errors = tonumber(ARGV[i])
-if errors > 0 then redis.call('HINCRBY', KEYS[3], 'check_errors', errors) end
+if errors > 0 then redis.call('HINCRBY', KEYS[3], ARGV[5], errors) end
 return 1
 """
 CAS_ATTEMPTS = 20
@@ -249,7 +250,14 @@ def apply(
 def _cas_args(last: str | None, now: float, result: Assessment) -> list[str | int]:
     keep, drop = _encode(result.states)
     errors = sum(1 for a in result.alerts if a.check == "check_error" and a.state == "firing")
-    args: list[str | int] = [last or "", repr(now), len(keep)]
+    args: list[str | int] = [
+        last or "",
+        repr(now),
+        NOW_FIELD,
+        K.COUNTER_ALERTS,
+        K.COUNTER_CHECK_ERRORS,
+        len(keep),
+    ]
     for field_name, value in keep.items():
         args += [field_name, value]
     args += [len(drop), *drop, len(result.alerts), *(a.model_dump_json() for a in result.alerts), errors]
