@@ -238,18 +238,20 @@ def apply(
             return "stale"
         prior = {k: KeyState.from_json(json.loads(v)) for k, v in stored.items()}
         result = assess(bound, account, snap, now, prior, clock())
-        if not result.alerts and _encode(result.states)[0] == stored:
+        keep, drop = _encode(result.states)
+        if not result.alerts and keep == stored:
             return "unchanged"
         cas = cas or r.register_script(_CAS)
-        if cas(keys=[key, keys.alerts, keys.counters], args=_cas_args(last, now, result)):
+        if cas(keys=[key, keys.alerts, keys.counters], args=_cas_args(last, now, keep, drop, result.alerts)):
             return "applied"
         stored = None
     raise RuntimeError(f"state of {bound.name}/{account} kept changing under us")
 
 
-def _cas_args(last: str | None, now: float, result: Assessment) -> list[str | int]:
-    keep, drop = _encode(result.states)
-    errors = sum(1 for a in result.alerts if a.check == "check_error" and a.state == "firing")
+def _cas_args(
+    last: str | None, now: float, keep: dict[str, str], drop: list[str], alerts: list[Alert]
+) -> list[str | int]:
+    errors = sum(1 for a in alerts if a.check == "check_error" and a.state == "firing")
     args: list[str | int] = [
         last or "",
         repr(now),
@@ -260,7 +262,7 @@ def _cas_args(last: str | None, now: float, result: Assessment) -> list[str | in
     ]
     for field_name, value in keep.items():
         args += [field_name, value]
-    args += [len(drop), *drop, len(result.alerts), *(a.model_dump_json() for a in result.alerts), errors]
+    args += [len(drop), *drop, len(alerts), *(a.model_dump_json() for a in alerts), errors]
     return args
 
 
