@@ -15,13 +15,17 @@
   ``workers.runner.apply`` moves it in Redis, ``_now`` rule included (an evaluation at or before
   the pair's newest one changes nothing).
 
-Two shortcuts save most of the work and change no result:
+Three shortcuts save most of the work and change no result:
 
-* reuse: an account object identical to that account's previous one (same keys in the same
-  order, same values of the same types) reuses its snapshot (with the new time) and the findings
-  of the instances that are not time-driven, whose evaluate depends on snapshot and params only;
 * quiet pairs: when every key of a pair is at rest and nothing is breached, assess would change
-  nothing and alert nothing, so it is not called.
+  nothing and alert nothing, so it is not called;
+* screens: for a quiet pair, a check's screen (``CheckSpec.screen``) decides on the raw account
+  object whether anything may be breached; when nothing may, neither the snapshot is built nor
+  evaluate run (snapshots are built only when an evaluation, a tick or a report needs them);
+* reuse: an account object identical to that account's previous one (same keys in the same
+  order, same values of the same types) reuses its snapshot (with the new time), its screens'
+  answers and the findings of the instances that are not time-driven, whose evaluate depends on
+  snapshot and params only.
 
 An engine may own a share of the accounts (``owns``): several engines then replay one recording
 in parallel (``monitorx.replay_pool``) and their items merge by :class:`Order`; reports, which
@@ -43,8 +47,9 @@ from pydantic import BaseModel
 from ingestor import frames
 from ingestor.frames import parse_account
 from ingestor.normalize import Normalizer
+from shared.feed import KeyLayout, Layouts
 from shared.models import Alert, Snapshot
-from workers.checks.base import Evaluate, Finding
+from workers.checks.base import Evaluate, Finding, Screen
 from workers.plan import Bound, Plan
 from workers.runner import ERROR_KEY, assess, report_accounts, report_alerts
 from workers.schedule import decide
@@ -114,6 +119,8 @@ class Options:
     """Frames received at or after this unix time are left out."""
     reuse: bool = True
     """Reuse the snapshot and findings of an account object identical to the previous one."""
+    screen: bool = True
+    """Let the checks' screens settle the evaluations of quiet pairs (``CheckSpec.screen``)."""
 
     def inside(self, t: float) -> bool:
         return (self.start is None or t >= self.start) and (self.end is None or t < self.end)
@@ -136,11 +143,14 @@ class Stats:
     """Frames quarantined whole (not JSON, no ``pos`` object)."""
     ticks: int = 0
     snapshots: int = 0
+    """Account objects taken (every object that is a JSON object), whether or not normalized."""
     quarantined: int = 0
     """Account objects quarantined alone."""
     evaluations: int = 0
     reused: int = 0
     """Snapshots taken from an identical previous account object."""
+    screened: int = 0
+    """Evaluations settled by the check's screen, without a snapshot or evaluate."""
 
     @classmethod
     def merged(cls, shares: Iterable[Stats]) -> Stats:
@@ -148,7 +158,7 @@ class Stats:
         parts = list(shares)
         total = cls(**{name: getattr(parts[0], name) for name in FRAME_FIELDS})
         for part in parts:
-            for name in ("snapshots", "quarantined", "evaluations", "reused"):
+            for name in ("snapshots", "quarantined", "evaluations", "reused", "screened"):
                 setattr(total, name, getattr(total, name) + getattr(part, name))
         return total
 
@@ -272,13 +282,36 @@ def _zero_signs(values: Iterable[Any]) -> list[float]:
     return [math.copysign(1.0, v) for v in values if type(v) is float and v == 0.0]
 
 
-@dataclass
-class _Known:
-    """An account's previous object, its snapshot and the findings computed on it."""
+class _Entry:
+    """One account object as received (or a run of identical ones, retimed to the newest): its
+    key layout and snapshot, each built when first needed, and what each instance's screen and
+    evaluate found on it (both depend on the object and params only)."""
 
-    obj: Mapping[str, Any]
-    snapshot: Snapshot
-    findings: dict[str, Findings] = field(default_factory=dict)
+    __slots__ = ("account", "obj", "t", "seq", "_layout", "_snapshot", "screens", "findings")
+
+    def __init__(self, account: str, obj: dict[str, Any], t: float, seq: int) -> None:
+        self.account, self.obj, self.t, self.seq = account, obj, t, seq
+        self._layout: KeyLayout | None = None
+        self._snapshot: Snapshot | None = None
+        self.screens: dict[str, bool] = {}
+        self.findings: dict[str, Findings] = {}
+
+    def layout(self, layouts: Layouts) -> KeyLayout:
+        if self._layout is None:
+            self._layout = layouts.of(tuple(self.obj))
+        return self._layout
+
+    def snapshot(self, normalize: Normalizer) -> Snapshot:
+        """The snapshot of the object at the entry's time (an object that is a dict always
+        normalizes: ``parse_account`` quarantines only non-objects and normalizer errors, and the
+        trusted normalizer raises none)."""
+        snap = self._snapshot
+        if snap is None:
+            snap = normalize(self.account, self.obj, self.t, self.seq)
+        elif snap.observed_at != self.t or snap.seq != self.seq:
+            snap = snap.model_copy(update={"observed_at": self.t, "seq": self.seq})
+        self._snapshot = snap
+        return snap
 
 
 @dataclass(frozen=True)
@@ -292,11 +325,22 @@ class _Route:
     params: BaseModel
     reusable: bool
     """Findings may be reused for an identical object: the check is not time-driven."""
+    screen: Screen[Any] | None
     pair: PairState
 
 
 def everyone(account: str) -> bool:
     return True
+
+
+def _screen(route: _Route, entry: _Entry, layouts: Layouts) -> bool:
+    """The route's screen on the entry's object: False when evaluate would find nothing breached
+    and raise nothing; True when it may, or when the screen itself fails."""
+    assert route.screen is not None
+    try:
+        return bool(route.screen(entry.obj, entry.layout(layouts), route.params))
+    except Exception:  # noqa: BLE001 - a screen that cannot tell leaves the decision to evaluate
+        return True
 
 
 def _any_breached(found: Findings) -> bool:
@@ -318,8 +362,8 @@ class Replay:
         self.owns = owns
         self.stats = Stats()
         self._pairs: dict[tuple[str, str], PairState] = {}
-        self._latest: dict[str, Snapshot] = {}
-        self._known: dict[str, _Known] = {}
+        self._latest: dict[str, _Entry] = {}
+        self._known: dict[str, _Entry] = {}
         self._normalize = Normalizer(trusted=True)  # objects come from decode: JSON as decoded
         self._routes: dict[str, tuple[_Route, ...] | None] = {}
         self._ticking = plan.on_tick()
@@ -383,6 +427,7 @@ class Replay:
                 bound.check.evaluate,
                 bound.params,
                 self.options.reuse and "tick" not in bound.check.triggers,
+                bound.check.screen if self.options.screen else None,
                 self._pair(bound.name, account),
             )
             for index, bound in enumerate(self.plan.for_snapshot(account))
@@ -391,53 +436,67 @@ class Replay:
     def _account(
         self, rank: int, account: str, obj: Any, t: float, seq: int, routes: tuple[_Route, ...]
     ) -> None:
-        known = self._snapshot(account, obj, t, seq)
-        if known is None:
+        entry = self._entry(account, obj, t, seq)
+        if entry is None:
             return
-        snap = known.snapshot
         self.stats.snapshots += 1
         current = self._latest.get(account)
-        if current is None or t >= current.observed_at:
-            self._latest[account] = snap
+        if current is None or t >= current.t:
+            self._latest[account] = entry
         for route in routes:
-            last = route.pair.last
-            if last is not None and t <= last:
+            pair = route.pair
+            if pair.last is not None and t <= pair.last:
                 continue  # as _evaluate: an evaluation at or before the pair's newest changes nothing
-            cached = known.findings.get(route.bound.instance.name) if route.reusable else None
-            found = self._on_snapshot(route, account, snap, t, rank, cached)
-            if route.reusable and found is not None:
-                known.findings[route.bound.instance.name] = found
+            pair.last = t
+            self.stats.evaluations += 1
+            if pair.quiet and route.screen is not None and not self._maybe(route, entry):
+                self.stats.screened += 1
+                continue
+            self._on_snapshot(route, account, entry, t, rank)
 
-    def _on_snapshot(
-        self, route: _Route, account: str, snap: Snapshot, t: float, rank: int, found: Findings | None
-    ) -> Findings | None:
-        """``_evaluate`` of a frame's snapshot, with what the route holds."""
-        pair = route.pair
-        pair.last = t
-        self.stats.evaluations += 1
+    def _maybe(self, route: _Route, entry: _Entry) -> bool:
+        """The route's screen on the entry, computed once per object."""
+        name = route.bound.name
+        maybe = entry.screens.get(name)
+        if maybe is None:
+            maybe = entry.screens[name] = _screen(route, entry, self._normalize.layouts)
+        return maybe
+
+    def _on_snapshot(self, route: _Route, account: str, entry: _Entry, t: float, rank: int) -> None:
+        """``_evaluate`` of a frame's snapshot, findings reused for an identical object."""
+        name = route.bound.name
+        found = entry.findings.get(name) if route.reusable else None
+        snap = entry.snapshot(self._normalize)
         if found is None:
             found = _run(route.evaluate, snap, route.params, t)
-        if found is not None and pair.quiet and not _any_breached(found):
-            return found
-        self._assess(route.bound, pair, account, snap, t, Order(self._event, 0, rank, "", route.index, 0))
-        return found
+            if route.reusable and found is not None:
+                entry.findings[name] = found
+        if found is not None and route.pair.quiet and not _any_breached(found):
+            return
+        order = Order(self._event, 0, rank, "", route.index, 0)
+        self._assess(route.bound, route.pair, account, snap, t, order)
 
-    def _snapshot(self, account: str, obj: Any, t: float, seq: int) -> _Known | None:
+    def _entry(self, account: str, obj: Any, t: float, seq: int) -> _Entry | None:
         """The account's entry for this object: the previous one, retimed, when the object is
         identical; else a new one (None when the object is quarantined)."""
-        known = self._known.get(account)
-        if self.options.reuse and known is not None and isinstance(obj, dict) and same_object(known.obj, obj):
-            self.stats.reused += 1
-            known.snapshot = known.snapshot.model_copy(update={"observed_at": t, "seq": seq})
-            return known
-        parsed = parse_account(account, obj, t, lambda: seq, self._normalize)
-        if not isinstance(parsed, Snapshot):
+        if type(obj) is not dict:
+            parsed = parse_account(account, obj, t, lambda: seq, self._normalize)
+            assert not isinstance(parsed, Snapshot), "only an object normalizes"
             self.stats.quarantined += 1
             return None
-        known = _Known(obj, parsed)
+        known = self._known.get(account)
+        if self.options.reuse and known is not None and t >= known.t and same_object(known.obj, obj):
+            self.stats.reused += 1
+            known.t, known.seq = t, seq
+            return known
+        entry = _Entry(account, obj, t, seq)
         if self.options.reuse:
-            self._known[account] = known
-        return known
+            self._known[account] = entry
+        return entry
+
+    def _latest_snapshot(self, account: str) -> Snapshot | None:
+        entry = self._latest.get(account)
+        return None if entry is None else entry.snapshot(self._normalize)
 
     # -------------------------------------------------------- evaluations
 
@@ -498,7 +557,7 @@ class Replay:
         for rank, bound in enumerate(self._ticking):
             for account in filter(self.owns, bound.tick_accounts(self._latest, unseen_due)):
                 order = Order(self._event, 1, rank, account, 0, 0)
-                self._evaluate(bound, account, self._latest.get(account), now, order, None)
+                self._evaluate(bound, account, self._latest_snapshot(account), now, order, None)
         self._report_slots(now)
 
     def _report_slots(self, now: float) -> None:
@@ -513,7 +572,7 @@ class Replay:
 
     def _report_part(self, rank: int, bound: Bound, now: float, slot: float, late: bool) -> ReportPart:
         accounts = [a for a in report_accounts(bound, self._latest) if self.owns(a)]
-        snapshots = {a: self._latest.get(a) for a in accounts}
+        snapshots = {a: self._latest_snapshot(a) for a in accounts}
         order = Order(self._event, 2, rank, "", 0, 0)
         return ReportPart(order, now, bound.name, slot, late, snapshots, frozenset(self._latest))
 

@@ -41,6 +41,19 @@ def parse_number(value: Any) -> tuple[float | None, str | None]:
     return _parse_other(value)
 
 
+def raw_number(raw: Mapping[str, Any], key: str) -> float | None:
+    """The number of ``raw[key]`` as a snapshot of ``raw`` holds it (``Snapshot.number``), read
+    straight from the raw account object: None when absent; raises InvalidValue (account left
+    blank) when junk. For checks' screens, which decide without building the snapshot."""
+    value = raw.get(key)
+    if type(value) is float and value - value == 0.0:  # finite: the common case
+        return value
+    number, reason = parse_number(value)
+    if reason is not None:
+        raise InvalidValue("", key, reason)
+    return number
+
+
 _FLOAT_MAX = 2**1024
 """Integers from here on have no float (``float()`` raises OverflowError)."""
 

@@ -341,13 +341,15 @@ def essence(alerts: list[Alert]) -> list[tuple[str, str, str, float, str]]:
     return [(a.check, a.account, a.state, a.observed_at, a.text) for a in alerts]
 
 
-@pytest.mark.parametrize("reuse", [True, False])
-def test_backtest_agrees_with_the_live_runner(r: redis_lib.Redis, tmp_path: Path, reuse: bool) -> None:
+@pytest.mark.parametrize(("reuse", "screen"), [(True, True), (False, True), (True, False), (False, False)])
+def test_backtest_agrees_with_the_live_runner(
+    r: redis_lib.Redis, tmp_path: Path, reuse: bool, screen: bool
+) -> None:
     plan = plan_of(AGREEMENT_CONFIG)
     scenario = preset("demo", accounts=2, okx=False, delta_at=2.0)
     recording = write_recording(tmp_path / "agree.jsonl", scenario, 45, repeat=2)
     spoil(recording, range(50, 56), OTHER, "USDTwalletBalance")  # 30 s to 31 s (lines 50-55): junk
-    fired, stats = replay(plan, recording, Options(reuse=reuse))
+    fired, stats = replay(plan, recording, Options(reuse=reuse, screen=screen))
     live = live_alerts(r, plan, recording)
     assert {a.check for a in live} == {"low_balance", "margin_risk", "delta", "stale_data", "check_error"}
     assert [(a.state, a.account) for a in live if a.check == "check_error"] == [
@@ -359,6 +361,7 @@ def test_backtest_agrees_with_the_live_runner(r: redis_lib.Redis, tmp_path: Path
     assert essence([f.alert for f in fired]) == essence(live)
     assert [f.alert.id for f in fired] == [a.id for a in live]
     assert (stats.reused > 0) == reuse
+    assert (stats.screened > 0) == screen
 
 
 def test_shared_between_processes_gives_the_same_output(

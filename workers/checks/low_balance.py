@@ -8,11 +8,13 @@ fire on one evaluation go into one message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pydantic import Field
 
-from shared.models import Snapshot
+from shared.feed import KeyLayout
+from shared.models import Snapshot, raw_number
 from workers.checks import fmt
 from workers.checks.base import CheckSpec, Finding, Message, Params
 
@@ -48,6 +50,14 @@ def evaluate(snap: Snapshot | None, params: LowBalanceParams, now: float) -> lis
     return findings
 
 
+def screen(raw: Mapping[str, Any], layout: KeyLayout, params: LowBalanceParams) -> bool:
+    strict = params.alert_zero_or_missing
+    for asset, threshold in params.thresholds.items():
+        if _breached(raw_number(raw, f"{asset}walletBalance"), threshold, strict):
+            return True
+    return False
+
+
 def _line(asset: str, balance: float | None, threshold: float, params: LowBalanceParams) -> str:
     dollars = asset in params.usd_assets
     limit = f"${fmt.given(threshold, commas=True)}" if dollars else fmt.given(threshold)
@@ -73,4 +83,5 @@ SPEC = CheckSpec(
     forget_on_clear=False,
     default_delay=None,
     default_cooldown=60.0,
+    screen=screen,
 )

@@ -15,8 +15,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from shared.models import Snapshot
+from shared.feed import KeyLayout
+from shared.models import Snapshot, raw_number
 from workers.checks import fmt
 from workers.checks.base import CheckSpec, Finding, Message, Params
 
@@ -63,7 +65,15 @@ class Figures:
 
     @property
     def ratio(self) -> float:
-        return self.usdt / self.usdc if self.usdc else math.inf
+        return stable_ratio(self.usdt, self.usdc)
+
+
+def stable_ratio(usdt: float, usdc: float) -> float:
+    return usdt / usdc if usdc else math.inf
+
+
+def _outside(ratio: float, t: MarginThresholds) -> bool:
+    return not t.usdt_usdc_ratio_min <= ratio <= t.usdt_usdc_ratio_max
 
 
 def figures(snap: Snapshot) -> Figures:
@@ -75,8 +85,7 @@ def figures(snap: Snapshot) -> Figures:
 
 def _ratio_finding(fig: Figures, t: MarginThresholds) -> Finding:
     ratio = fig.ratio
-    breached = not t.usdt_usdc_ratio_min <= ratio <= t.usdt_usdc_ratio_max
-    return Finding(RATIO, breached, {"ratio": ratio})
+    return Finding(RATIO, _outside(ratio, t), {"ratio": ratio})
 
 
 def evaluate(snap: Snapshot | None, params: MarginRiskParams, now: float) -> list[Finding]:
@@ -85,6 +94,20 @@ def evaluate(snap: Snapshot | None, params: MarginRiskParams, now: float) -> lis
     fig, t = figures(snap), params.thresholds
     found = [Finding(m, fig.share(m) > t.limit(m), {"ratio": fig.share(m)}) for m in MARGINS]
     return [*found, _ratio_finding(fig, t)]
+
+
+def _or_zero(raw: Mapping[str, Any], key: str) -> float:
+    value = raw_number(raw, key)
+    return 0.0 if value is None else value
+
+
+def screen(raw: Mapping[str, Any], layout: KeyLayout, params: MarginRiskParams) -> bool:
+    """evaluate's figures and comparisons, read from the raw object, without building findings."""
+    t = params.thresholds
+    wallet = raw_number(raw, WALLET) or 1.0
+    shares = [_or_zero(raw, key) / wallet > t.limit(metric) for metric, (key, _) in MARGINS.items()]
+    ratio = stable_ratio(_or_zero(raw, "USDTwalletBalance"), _or_zero(raw, "USDCwalletBalance"))
+    return any(shares) or _outside(ratio, t)
 
 
 def _breach_line(finding: Finding, t: MarginThresholds) -> str:
@@ -135,4 +158,5 @@ SPEC = CheckSpec(
     forget_on_clear=False,
     default_delay=None,
     default_cooldown=60.0,
+    screen=screen,
 )

@@ -5,11 +5,13 @@ shows up) and on every snapshot (so recovery is noticed at once)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pydantic import Field
 
 from shared.config import DEFAULT_STALE_AFTER
+from shared.feed import KeyLayout
 from shared.models import Snapshot
 from workers.checks.base import CheckSpec, Finding, Message, Params
 
@@ -28,6 +30,11 @@ def evaluate(snap: Snapshot | None, params: StaleDataParams, now: float) -> list
     return [
         Finding(KEY, age > params.max_age, {"age": age, "max_age": params.max_age, "last": snap.observed_at})
     ]
+
+
+def screen(raw: Mapping[str, Any], layout: KeyLayout, params: StaleDataParams) -> bool:
+    """Never breached at the snapshot's own time: its age is 0 and ``max_age`` is above 0."""
+    return False
 
 
 def _when(ts: float) -> str:
@@ -57,4 +64,5 @@ SPEC = CheckSpec(
     default_delay=None,
     default_cooldown=300.0,
     default_resolved=True,
+    screen=screen,
 )
