@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 EXIT_INPUT = 1
 TABLE_WIDTHS = (23, 16, 20, 8)
 """Widths of the time, check, account and state columns."""
+PARALLEL_BYTES = 64 * 2**20
+"""``--jobs auto`` screens a recording of this size or more in several processes."""
+MAX_JOBS = 8
 BAR_WIDTH = 30
 BAR_INTERVAL = 0.1
 """Seconds between two redraws of the progress bar (at most ~10 a second)."""
@@ -62,6 +65,12 @@ def positive(text: str) -> float:
     return value
 
 
+def jobs_option(text: str) -> str:
+    if text != "auto" and not (text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"must be auto or a number >= 1: {text!r}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="monitorx backtest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -72,12 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--from", dest="start", type=instant, help="skip frames received before (ISO/unix)")
     parser.add_argument("--until", dest="end", type=instant, help="skip frames received at or after")
     parser.add_argument("--tick", type=positive, default=DEFAULT_TICK, help="virtual seconds between ticks")
-    parser.add_argument("--jobs", type=int, default=1, help="processes sharing the accounts (default 1)")
+    parser.add_argument(
+        "--jobs",
+        type=jobs_option,
+        default="auto",
+        help="processes screening the recording (default auto: one per CPU for large recordings)",
+    )
     parser.add_argument(
         "--no-reuse",
         dest="reuse",
         action="store_false",
         help="normalize and evaluate every account object, even one identical to the previous",
+    )
+    parser.add_argument(
+        "--no-screens",
+        dest="screen",
+        action="store_false",
+        help="evaluate every snapshot, without letting the checks' screens settle quiet pairs",
     )
     parser.add_argument("--log-level", default="WARNING")
     return parser
@@ -174,7 +194,8 @@ def write_summary(stats: Stats, counts: Counter[str], seconds: float, err: TextI
         f"backtest: {stats.frames:,} frames ({stats.outside:,} outside the window), "
         f"{stats.bad_lines:,} malformed lines, {stats.malformed_frames:,} malformed frames, "
         f"{stats.quarantined:,} quarantined accounts; {stats.snapshots:,} snapshots "
-        f"({stats.reused:,} reused), {stats.ticks:,} ticks, {stats.evaluations:,} evaluations\n"
+        f"({stats.reused:,} reused), {stats.ticks:,} ticks, {stats.evaluations:,} evaluations "
+        f"({stats.screened:,} settled by screens)\n"
     )
     by_check = ", ".join(f"{check} {n:,}" for check, n in sorted(counts.items())) or "none"
     err.write(f"backtest: {sum(counts.values()):,} alerts: {by_check}\n")
@@ -185,9 +206,9 @@ def write_summary(stats: Stats, counts: Counter[str], seconds: float, err: TextI
 
 
 def replay_items(
-    plan: Plan, config: Path | None, recording: Path, options: Options, jobs: int, bar: ProgressBar | None
+    plan: Plan, recording: Path, options: Options, jobs: int, bar: ProgressBar | None
 ) -> tuple[AbstractContextManager[object], Iterator[Item], Callable[[], Stats]]:
-    """The ordered items of the replay, in this process or in ``jobs`` processes."""
+    """The ordered items of the replay, screened in this process or in ``jobs`` processes."""
     progress = bar.update if bar is not None else None
     if jobs <= 1:
         replay = Replay(plan, options)
@@ -196,15 +217,24 @@ def replay_items(
             replay.run(read_recording(recording, replay.stats, progress)),
             lambda: replay.stats,
         )
-    pool = ReplayPool(config, recording, options, jobs, progress)
+    pool = ReplayPool(plan, recording, options, jobs, progress)
     return pool, pool.items(), pool.stats
 
 
+def default_jobs(recording: Path) -> int:
+    """Processes for ``--jobs auto``: one per CPU (at most MAX_JOBS) for a recording of
+    PARALLEL_BYTES or more, else 1 (starting processes would cost more than it saves)."""
+    if recording.stat().st_size < PARALLEL_BYTES:
+        return 1
+    return max(1, min(os.cpu_count() or 1, MAX_JOBS))
+
+
 def run(plan: Plan, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    options = Options(tick=args.tick, start=args.start, end=args.end, reuse=args.reuse)
+    options = Options(tick=args.tick, start=args.start, end=args.end, reuse=args.reuse, screen=args.screen)
     bar = ProgressBar(args.recording.stat().st_size, err) if err.isatty() else None
     started = time.perf_counter()
-    context, items, stats = replay_items(plan, args.config, args.recording, options, args.jobs, bar)
+    jobs = default_jobs(args.recording) if args.jobs == "auto" else int(args.jobs)
+    context, items, stats = replay_items(plan, args.recording, options, jobs, bar)
     try:
         with context:
             counts = write_alerts(collect(plan, items), args.output, out, bar)

@@ -70,7 +70,7 @@ def timed_run(plan: Plan, config: Path, recording: Path, options: Options, jobs:
         )
         stats = replay.stats
     else:
-        with ReplayPool(config, recording, options, jobs) as pool:
+        with ReplayPool(plan, recording, options, jobs) as pool:
             counts = write_alerts(collect(plan, pool.items()), "jsonl", sink, None)
         stats = pool.stats()
     seconds = time.perf_counter() - started
@@ -84,6 +84,7 @@ def timed_run(plan: Plan, config: Path, recording: Path, options: Options, jobs:
         "snapshots": stats.snapshots,
         "reused": stats.reused,
         "evaluations": stats.evaluations,
+        "screened": stats.screened,
         "alerts": dict(sorted(counts.items())),
     }
 
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, default=LEGACY)
     parser.add_argument("--jobs", default="1,2", help="comma-separated process counts to time")
     parser.add_argument("--no-reuse", dest="reuse", action="store_false")
+    parser.add_argument("--no-screens", dest="screen", action="store_false")
     parser.add_argument("--floor", action="store_true", help="also time reading and JSON parsing alone")
     parser.add_argument("--profile", action="store_true", help="cProfile one single-process run instead")
     parser.add_argument("--top", type=int, default=25)
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if not recording.exists():
         generate(recording, args.frames, args.accounts, args.hz, args.repeat)
     plan = load_plan(args.config)
-    options = Options(reuse=args.reuse)
+    options = Options(reuse=args.reuse, screen=args.screen)
     if args.profile:
         profile(plan, recording, options, args.top)
         return 0

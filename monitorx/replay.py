@@ -27,13 +27,16 @@ Three shortcuts save most of the work and change no result:
   answers and the findings of the instances that are not time-driven, whose evaluate depends on
   snapshot and params only.
 
-An engine may own a share of the accounts (``owns``): several engines then replay one recording
-in parallel (``monitorx.replay_pool``) and their items merge by :class:`Order`; reports, which
-need every account, are built from the engines' :class:`ReportPart` items by :func:`collect`.
+A replay runs in two phases. Screening (:class:`Screener`) decodes each frame and runs the
+screens; it keeps no alert state, so stretches of a recording can be screened in parallel
+processes (``monitorx.replay_pool``), each sending back small :class:`Scan` records. The ordered
+phase (:class:`Replay`) applies the scans in recording order: pair states, ticks and reports,
+reading a frame again by its offset when an evaluation, a tick or a report needs its snapshot.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -45,9 +48,8 @@ import orjson
 from pydantic import BaseModel
 
 from ingestor import frames
-from ingestor.frames import parse_account
 from ingestor.normalize import Normalizer
-from shared.feed import KeyLayout, Layouts
+from shared.feed import Layouts
 from shared.models import Alert, Snapshot
 from workers.checks.base import Evaluate, Finding, Screen
 from workers.plan import Bound, Plan
@@ -126,8 +128,8 @@ class Options:
         return (self.start is None or t >= self.start) and (self.end is None or t < self.end)
 
 
-FRAME_FIELDS = ("lines", "bytes_read", "bad_lines", "outside", "frames", "malformed_frames", "ticks")
-"""Counters every share of a parallel replay counts alike (each reads every frame)."""
+SCAN_FIELDS = ("lines", "bytes_read", "bad_lines", "outside", "frames", "malformed_frames")
+"""Counters of the screening phase (``Screener``); the others belong to the ordered phase."""
 
 
 @dataclass
@@ -153,13 +155,12 @@ class Stats:
     """Evaluations settled by the check's screen, without a snapshot or evaluate."""
 
     @classmethod
-    def merged(cls, shares: Iterable[Stats]) -> Stats:
-        """The counts of a parallel replay: frame counters from the first share, the rest summed."""
-        parts = list(shares)
-        total = cls(**{name: getattr(parts[0], name) for name in FRAME_FIELDS})
-        for part in parts:
-            for name in ("snapshots", "quarantined", "evaluations", "reused", "screened"):
-                setattr(total, name, getattr(total, name) + getattr(part, name))
+    def merged(cls, ordered: Stats, scans: Iterable[Stats]) -> Stats:
+        """The counts of a parallel replay: the screening counters summed over the screeners,
+        the rest from the ordered phase."""
+        total, parts = dataclasses.replace(ordered), list(scans)
+        for name in SCAN_FIELDS:
+            setattr(total, name, sum(getattr(part, name) for part in parts))
         return total
 
 
@@ -207,11 +208,29 @@ def read_recording(
 ) -> Iterator[tuple[float, str]]:
     """``(received_at, frame text)`` of each line of a recording (``ingestor.record``); lines that
     are not records are counted in ``stats.bad_lines`` and skipped, blank lines ignored."""
+    for _, t, text in records_at(path, stats, progress=progress):
+        yield t, text
+
+
+def records_at(
+    path: Path,
+    stats: Stats,
+    start: int = 0,
+    end: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[tuple[int, float, str]]:
+    """``(offset, received_at, frame text)`` of the lines that start in ``[start, end)`` bytes
+    (``start`` at the beginning of a line), as :func:`read_recording` reads them."""
     with path.open("rb") as f:
+        f.seek(start)
+        offset = start
         for line in f:
+            if end is not None and offset >= end:
+                return
+            at, offset = offset, offset + len(line)
             stats.bytes_read += len(line)
             if progress is not None:
-                progress(stats.bytes_read)
+                progress(offset)
             if not line.strip():
                 continue
             stats.lines += 1
@@ -219,7 +238,18 @@ def read_recording(
             if record is None:
                 stats.bad_lines += 1
                 continue
-            yield record
+            yield at, *record
+
+
+def frame_at(path: Path, offset: int) -> dict[str, Any]:
+    """The ``pos`` object of the well-formed frame on the recording line at ``offset``."""
+    with path.open("rb") as f:
+        f.seek(offset)
+        record = _record(f.readline())
+    pos = None if record is None else load_pos(record[1])[0]
+    if pos is None:
+        raise ValueError(f"{path}: no frame with a pos object at byte {offset}")
+    return pos
 
 
 # ---------------------------------------------------------------- state of one pair
@@ -282,32 +312,137 @@ def _zero_signs(values: Iterable[Any]) -> list[float]:
     return [math.copysign(1.0, v) for v in values if type(v) is float and v == 0.0]
 
 
+# ---------------------------------------------------------------- phase one: screening
+
+QUARANTINED = -1
+"""The mask of an account value that is not an object (quarantined, never evaluated)."""
+
+
+class Scan(NamedTuple):
+    """What screening found in one frame: all the ordered phase needs, without the frame itself
+    (which it reads again by ``offset`` if a pair turns out to need a snapshot)."""
+
+    t: float
+    offset: int
+    """Byte offset of the recording line (-1 when the frame does not come from a file)."""
+    size: int
+    """Accounts in the frame's ``pos`` (they all take a snapshot sequence number); -1 when the
+    frame is malformed."""
+    accounts: list[tuple[int, str, int, bool]]
+    """``(rank, account, mask, same)`` of each account some instance covers: bit ``i`` of
+    ``mask`` is set when route ``i`` may find a breach (its screen said so, or it has none);
+    ``same``: the object is identical to the account's previous one in the same screener."""
+
+
+ScreenRoute = tuple[Screen[Any] | None, BaseModel]
+
+
+class Screener:
+    """Phase one of a replay, free of alert state, so that it can run on any stretch of a
+    recording in any process: decodes each frame and runs the screens of every account's routes
+    (``Plan.for_snapshot``) on its raw object."""
+
+    def __init__(self, plan: Plan, options: Options, stats: Stats | None = None) -> None:
+        self.plan = plan
+        self.options = options
+        self.stats = stats if stats is not None else Stats()
+        self._routes: dict[str, tuple[ScreenRoute, ...] | None] = {}
+        self._layouts = Layouts()
+        self._previous: dict[str, tuple[dict[str, Any], int]] = {}
+
+    def scan(self, records: Iterable[tuple[int, float, str]]) -> Iterator[tuple[Scan, dict[str, Any] | None]]:
+        """``(scan, pos)`` of each ``(offset, received_at, text)`` record inside the window."""
+        for offset, t, text in records:
+            if not self.options.inside(t):
+                self.stats.outside += 1
+                continue
+            self.stats.frames += 1
+            pos, _ = load_pos(text)
+            if pos is None:
+                self.stats.malformed_frames += 1
+                yield Scan(t, offset, -1, []), None
+                continue
+            yield Scan(t, offset, len(pos), self._accounts(pos)), pos
+
+    def _accounts(self, pos: dict[str, Any]) -> list[tuple[int, str, int, bool]]:
+        found = []
+        for rank, (account, obj) in enumerate(pos.items()):
+            try:
+                routes = self._routes[account]
+            except KeyError:
+                routes = self._routes[account] = self._routes_of(account)
+            if routes is not None:
+                found.append((rank, account, *self._mask(account, obj, routes)))
+        return found
+
+    def _routes_of(self, account: str) -> tuple[ScreenRoute, ...] | None:
+        """None when no instance covers the account (such accounts are parsed live, never used)."""
+        if not any(b.instance.covers(account) for b in self.plan.bound.values()):
+            return None
+        use = self.options.screen
+        return tuple((b.check.screen if use else None, b.params) for b in self.plan.for_snapshot(account))
+
+    def _mask(self, account: str, obj: Any, routes: tuple[ScreenRoute, ...]) -> tuple[int, bool]:
+        if type(obj) is not dict:
+            return QUARANTINED, False
+        previous = self._previous.get(account)
+        if previous is not None and same_object(previous[0], obj):
+            return previous[1], True
+        mask = _screens(obj, routes, self._layouts)
+        if self.options.reuse:
+            self._previous[account] = (obj, mask)
+        return mask, False
+
+
+def _screens(obj: dict[str, Any], routes: tuple[ScreenRoute, ...], layouts: Layouts) -> int:
+    mask, layout = 0, None
+    for index, (screen, params) in enumerate(routes):
+        if screen is None:
+            mask |= 1 << index
+            continue
+        if layout is None:
+            layout = layouts.of(tuple(obj))
+        try:
+            maybe = screen(obj, layout, params)
+        except Exception:  # noqa: BLE001 - a screen that cannot tell leaves the decision to evaluate
+            maybe = True
+        if maybe:
+            mask |= 1 << index
+    return mask
+
+
+# ---------------------------------------------------------------- phase two: in order
+
+Fetch = Callable[[int], dict[str, Any]]
+"""The ``pos`` object of the frame at a byte offset of the recording."""
+
+
+def _no_fetch(offset: int) -> dict[str, Any]:
+    raise RuntimeError("this replay was given every frame's objects: nothing is read again")
+
+
 class _Entry:
-    """One account object as received (or a run of identical ones, retimed to the newest): its
-    key layout and snapshot, each built when first needed, and what each instance's screen and
-    evaluate found on it (both depend on the object and params only)."""
+    """One account object (or a run of identical ones, retimed to the newest): the object (read
+    again from the recording when not at hand), its snapshot, built when first needed, and the
+    findings of the instances whose evaluate depends on snapshot and params only."""
 
-    __slots__ = ("account", "obj", "t", "seq", "_layout", "_snapshot", "screens", "findings")
+    __slots__ = ("_obj", "_snapshot", "account", "findings", "offset", "seq", "t")
 
-    def __init__(self, account: str, obj: dict[str, Any], t: float, seq: int) -> None:
-        self.account, self.obj, self.t, self.seq = account, obj, t, seq
-        self._layout: KeyLayout | None = None
+    def __init__(self, account: str, obj: dict[str, Any] | None, offset: int, t: float, seq: int) -> None:
+        self.account, self._obj, self.offset, self.t, self.seq = account, obj, offset, t, seq
         self._snapshot: Snapshot | None = None
-        self.screens: dict[str, bool] = {}
         self.findings: dict[str, Findings] = {}
 
-    def layout(self, layouts: Layouts) -> KeyLayout:
-        if self._layout is None:
-            self._layout = layouts.of(tuple(self.obj))
-        return self._layout
-
-    def snapshot(self, normalize: Normalizer) -> Snapshot:
+    def snapshot(self, normalize: Normalizer, fetch: Fetch) -> Snapshot:
         """The snapshot of the object at the entry's time (an object that is a dict always
         normalizes: ``parse_account`` quarantines only non-objects and normalizer errors, and the
         trusted normalizer raises none)."""
         snap = self._snapshot
         if snap is None:
-            snap = normalize(self.account, self.obj, self.t, self.seq)
+            if self._obj is None:
+                self._obj = fetch(self.offset)[self.account]
+            snap = normalize(self.account, self._obj, self.t, self.seq)
+            self._obj = None  # the snapshot keeps it (raw)
         elif snap.observed_at != self.t or snap.seq != self.seq:
             snap = snap.model_copy(update={"observed_at": self.t, "seq": self.seq})
         self._snapshot = snap
@@ -319,28 +454,13 @@ class _Route:
     """One instance evaluated on each snapshot of an account, with the pair's state."""
 
     index: int
-    """The instance's position in the account's routes."""
+    """The instance's position in the account's routes (its bit in a scan's mask)."""
     bound: Bound
     evaluate: Evaluate[Any]
     params: BaseModel
     reusable: bool
     """Findings may be reused for an identical object: the check is not time-driven."""
-    screen: Screen[Any] | None
     pair: PairState
-
-
-def everyone(account: str) -> bool:
-    return True
-
-
-def _screen(route: _Route, entry: _Entry, layouts: Layouts) -> bool:
-    """The route's screen on the entry's object: False when evaluate would find nothing breached
-    and raise nothing; True when it may, or when the screen itself fails."""
-    assert route.screen is not None
-    try:
-        return bool(route.screen(entry.obj, entry.layout(layouts), route.params))
-    except Exception:  # noqa: BLE001 - a screen that cannot tell leaves the decision to evaluate
-        return True
 
 
 def _any_breached(found: Findings) -> bool:
@@ -350,22 +470,22 @@ def _any_breached(found: Findings) -> bool:
     return False
 
 
-# ---------------------------------------------------------------- the engine
-
-
 class Replay:
-    """Replays frames through the plan; :meth:`run` yields the items in order."""
+    """Phase two of a replay: alert state, ticks and reports, over the scans in recording order.
+    :meth:`run` replays ``(received_at, text)`` records in this process (screening included);
+    :meth:`apply` takes scans from screeners elsewhere (``monitorx.replay_pool``), with a
+    ``fetch`` that reads a frame again when a snapshot is needed."""
 
-    def __init__(self, plan: Plan, options: Options, owns: Callable[[str], bool] = everyone) -> None:
+    def __init__(self, plan: Plan, options: Options, fetch: Fetch = _no_fetch) -> None:
         self.plan = plan
         self.options = options
-        self.owns = owns
         self.stats = Stats()
+        self._fetch = fetch
         self._pairs: dict[tuple[str, str], PairState] = {}
         self._latest: dict[str, _Entry] = {}
         self._known: dict[str, _Entry] = {}
         self._normalize = Normalizer(trusted=True)  # objects come from decode: JSON as decoded
-        self._routes: dict[str, tuple[_Route, ...] | None] = {}
+        self._routes: dict[str, tuple[_Route, ...]] = {}
         self._ticking = plan.on_tick()
         self._reports = plan.reports()
         self._slots: dict[str, float] = {}
@@ -374,15 +494,20 @@ class Replay:
         self._seq = 0
         self._t0: float | None = None
         self._last: float | None = None
+        self.offset = 0
+        """Byte offset of the newest frame applied (progress)."""
 
     def run(self, records: Iterable[tuple[float, str]]) -> Iterator[Item]:
         """Replay ``(received_at, frame text)`` records; yields alerts, report parts, watermarks."""
-        for t, text in records:
-            if not self.options.inside(t):
-                self.stats.outside += 1
-                continue
-            self._ticks_until(t, inclusive=False)
-            self.frame(t, text)
+        screener = Screener(self.plan, self.options, self.stats)
+        return self.apply(screener.scan((-1, t, text) for t, text in records))
+
+    def apply(self, scans: Iterable[tuple[Scan, dict[str, Any] | None]]) -> Iterator[Item]:
+        """Replay scans in recording order, each with its frame's ``pos`` or None (then objects
+        are fetched when needed)."""
+        for scan, pos in scans:
+            self._ticks_until(scan.t, inclusive=False)
+            self.frame(scan, pos)
             yield from self._drain()
         if self._last is not None:
             self._ticks_until(self._last, inclusive=True)
@@ -395,31 +520,30 @@ class Replay:
 
     # -------------------------------------------------------- frames
 
-    def frame(self, t: float, text: str) -> None:
-        """Parse one frame and evaluate each owned account's snapshot."""
+    def frame(self, scan: Scan, pos: dict[str, Any] | None) -> None:
+        """Evaluate each account snapshot of one frame whose pair is not settled by its screen."""
+        t = scan.t
         if self._t0 is None:
             self._t0 = t
         self._last = t if self._last is None else max(self._last, t)
         self._event += 1
-        self.stats.frames += 1
-        pos, _ = load_pos(text)
-        if pos is None:
-            self.stats.malformed_frames += 1
+        self.offset = scan.offset
+        if scan.size < 0:
             return
-        for rank, (account, obj) in enumerate(pos.items()):
-            self._seq += 1
+        base, self._seq = self._seq, self._seq + scan.size
+        for rank, account, mask, same in scan.accounts:
+            if mask == QUARANTINED:
+                self.stats.quarantined += 1
+                continue
             try:
                 routes = self._routes[account]
             except KeyError:
                 routes = self._routes[account] = self._routes_of(account)
-            if routes is not None:
-                self._account(rank, account, obj, t, self._seq, routes)
+            obj = None if pos is None else pos[account]
+            entry = self._entry(account, obj, scan.offset, t, base + rank + 1, same)
+            self._account(rank, account, entry, mask, t, routes)
 
-    def _routes_of(self, account: str) -> tuple[_Route, ...] | None:
-        """The account's routes; None when this engine does not own it or nothing covers it
-        (such accounts are parsed live but never used)."""
-        if not (self.owns(account) and any(b.instance.covers(account) for b in self.plan.bound.values())):
-            return None
+    def _routes_of(self, account: str) -> tuple[_Route, ...]:
         return tuple(
             _Route(
                 index,
@@ -427,18 +551,28 @@ class Replay:
                 bound.check.evaluate,
                 bound.params,
                 self.options.reuse and "tick" not in bound.check.triggers,
-                bound.check.screen if self.options.screen else None,
                 self._pair(bound.name, account),
             )
             for index, bound in enumerate(self.plan.for_snapshot(account))
         )
 
+    def _entry(
+        self, account: str, obj: dict[str, Any] | None, offset: int, t: float, seq: int, same: bool
+    ) -> _Entry:
+        """The account's previous entry, retimed, when the object is identical; else a new one."""
+        known = self._known.get(account)
+        if same and known is not None and t >= known.t:
+            self.stats.reused += 1
+            known.t, known.seq = t, seq
+            return known
+        entry = _Entry(account, obj, offset, t, seq)
+        if self.options.reuse:
+            self._known[account] = entry
+        return entry
+
     def _account(
-        self, rank: int, account: str, obj: Any, t: float, seq: int, routes: tuple[_Route, ...]
+        self, rank: int, account: str, entry: _Entry, mask: int, t: float, routes: tuple[_Route, ...]
     ) -> None:
-        entry = self._entry(account, obj, t, seq)
-        if entry is None:
-            return
         self.stats.snapshots += 1
         current = self._latest.get(account)
         if current is None or t >= current.t:
@@ -449,24 +583,16 @@ class Replay:
                 continue  # as _evaluate: an evaluation at or before the pair's newest changes nothing
             pair.last = t
             self.stats.evaluations += 1
-            if pair.quiet and route.screen is not None and not self._maybe(route, entry):
+            if pair.quiet and not mask >> route.index & 1:
                 self.stats.screened += 1
                 continue
             self._on_snapshot(route, account, entry, t, rank)
-
-    def _maybe(self, route: _Route, entry: _Entry) -> bool:
-        """The route's screen on the entry, computed once per object."""
-        name = route.bound.name
-        maybe = entry.screens.get(name)
-        if maybe is None:
-            maybe = entry.screens[name] = _screen(route, entry, self._normalize.layouts)
-        return maybe
 
     def _on_snapshot(self, route: _Route, account: str, entry: _Entry, t: float, rank: int) -> None:
         """``_evaluate`` of a frame's snapshot, findings reused for an identical object."""
         name = route.bound.name
         found = entry.findings.get(name) if route.reusable else None
-        snap = entry.snapshot(self._normalize)
+        snap = entry.snapshot(self._normalize, self._fetch)
         if found is None:
             found = _run(route.evaluate, snap, route.params, t)
             if route.reusable and found is not None:
@@ -476,27 +602,9 @@ class Replay:
         order = Order(self._event, 0, rank, "", route.index, 0)
         self._assess(route.bound, route.pair, account, snap, t, order)
 
-    def _entry(self, account: str, obj: Any, t: float, seq: int) -> _Entry | None:
-        """The account's entry for this object: the previous one, retimed, when the object is
-        identical; else a new one (None when the object is quarantined)."""
-        if type(obj) is not dict:
-            parsed = parse_account(account, obj, t, lambda: seq, self._normalize)
-            assert not isinstance(parsed, Snapshot), "only an object normalizes"
-            self.stats.quarantined += 1
-            return None
-        known = self._known.get(account)
-        if self.options.reuse and known is not None and t >= known.t and same_object(known.obj, obj):
-            self.stats.reused += 1
-            known.t, known.seq = t, seq
-            return known
-        entry = _Entry(account, obj, t, seq)
-        if self.options.reuse:
-            self._known[account] = entry
-        return entry
-
     def _latest_snapshot(self, account: str) -> Snapshot | None:
         entry = self._latest.get(account)
-        return None if entry is None else entry.snapshot(self._normalize)
+        return None if entry is None else entry.snapshot(self._normalize, self._fetch)
 
     # -------------------------------------------------------- evaluations
 
@@ -513,20 +621,17 @@ class Replay:
         snap: Snapshot | None,
         now: float,
         order: Order,
-        found: Findings | None,
-    ) -> Findings | None:
-        """One evaluation, as ``workers.runner.apply`` runs it; returns the findings it used."""
+    ) -> None:
+        """One evaluation, as ``workers.runner.apply`` runs it."""
         pair = self._pair(bound.name, account)
         if pair.last is not None and now <= pair.last:
-            return found
+            return
         pair.last = now
         self.stats.evaluations += 1
-        if found is None:
-            found = _findings(bound, snap, now)
+        found = _findings(bound, snap, now)
         if found is not None and pair.quiet and not _any_breached(found):
-            return found
+            return
         self._assess(bound, pair, account, snap, now, order)
-        return found
 
     def _assess(
         self, bound: Bound, pair: PairState, account: str, snap: Snapshot | None, now: float, order: Order
@@ -550,14 +655,14 @@ class Replay:
             self._tick(now)
 
     def _tick(self, now: float) -> None:
-        """The time-driven checks of every owned account they cover, then the report slots."""
+        """The time-driven checks of every account they cover, then the report slots."""
         assert self._t0 is not None
         self._event += 1
         unseen_due = now - self._t0 >= self.plan.config.stale_after
         for rank, bound in enumerate(self._ticking):
-            for account in filter(self.owns, bound.tick_accounts(self._latest, unseen_due)):
+            for account in bound.tick_accounts(self._latest, unseen_due):
                 order = Order(self._event, 1, rank, account, 0, 0)
-                self._evaluate(bound, account, self._latest_snapshot(account), now, order, None)
+                self._evaluate(bound, account, self._latest_snapshot(account), now, order)
         self._report_slots(now)
 
     def _report_slots(self, now: float) -> None:
@@ -571,7 +676,7 @@ class Replay:
                 self._out.append(self._report_part(rank, bound, now, decision.slot, decision.late))
 
     def _report_part(self, rank: int, bound: Bound, now: float, slot: float, late: bool) -> ReportPart:
-        accounts = [a for a in report_accounts(bound, self._latest) if self.owns(a)]
+        accounts = report_accounts(bound, self._latest)
         snapshots = {a: self._latest_snapshot(a) for a in accounts}
         order = Order(self._event, 2, rank, "", 0, 0)
         return ReportPart(order, now, bound.name, slot, late, snapshots, frozenset(self._latest))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import json
@@ -18,12 +19,13 @@ from monitorx import cli
 from monitorx import replay as replay_module
 from monitorx.backtest import ProgressBar, main
 from monitorx.replay import Fired, Options, Replay, Stats, collect, read_recording, same_object
+from monitorx.replay_pool import ReplayPool, stretches
 from shared.config import parse
 from shared.keys import Keys
 from shared.models import Alert, Snapshot, parse_number
 from simulator.frames import FrameGenerator, Scenario, preset
 from workers.checks import fmt
-from workers.plan import Plan, build, load_plan
+from workers.plan import Plan, build
 from workers.registry import Registry
 from workers.runner import apply
 
@@ -406,22 +408,34 @@ def test_progress_bar_redraws_at_most_every_interval() -> None:
     assert stream.getvalue().endswith("\r\033[K")
 
 
-def test_reports_need_every_share(tmp_path: Path, legacy_config: Path) -> None:
-    """A report slot built from two engines each owning some accounts equals the single one."""
+@pytest.mark.parametrize("jobs", [2, 3])
+def test_screening_in_processes_gives_the_single_process_result(tmp_path: Path, jobs: int) -> None:
+    """Stretches screened apart and applied in order give every alert a single process gives,
+    including the reports and the alerts whose snapshots are read again from the file."""
+    plan = plan_of(AGREEMENT_CONFIG)
     base = datetime(2024, 5, 1, 5, 59, 50, tzinfo=UTC).timestamp()
-    recording = write_recording(tmp_path / "r.jsonl", preset("steady", accounts=3, okx=False), 20, base=base)
-    plan = load_plan(legacy_config)
-    single, _ = replay(plan, recording)
-    engines = [
-        Replay(plan, Options(), owns=lambda a, k=k: (a < "BINANCE-AAZ02-UM") == (k == 0)) for k in (0, 1)
-    ]
-    items = sorted(
-        (item for e in engines for item in e.run(read_recording(recording, e.stats))), key=lambda i: i.order
-    )
-    merged = list(collect(plan, items))
-    assert [f.alert for f in merged] == [f.alert for f in single]
-    report = next(f.alert for f in single if f.alert.check == "balance_report")
-    assert "BINANCE-AAZ01-UM" in report.text and "BINANCE-AAZ03-UM" in report.text
+    scenario = preset("demo", accounts=2, okx=False, delta_at=2.0)
+    recording = write_recording(tmp_path / "pool.jsonl", scenario, 45, repeat=2, base=base)
+    spoil(recording, range(50, 56), OTHER, "USDTwalletBalance")
+    single, single_stats = replay(plan, recording)
+    with ReplayPool(plan, recording, Options(), jobs) as pool:
+        pooled = list(collect(plan, pool.items()))
+        stats = pool.stats()
+    assert len(stretches(recording, jobs)) == jobs
+    assert [f.alert for f in pooled] == [f.alert for f in single]
+    assert {f.alert.check for f in single} >= {"low_balance", "delta", "check_error", "stale_data"}
+    assert pool.frames.reads > 0  # snapshots were built from frames read again
+    # every count agrees; reuse restarts at each stretch
+    assert dataclasses.replace(stats, reused=0) == dataclasses.replace(single_stats, reused=0)
+
+
+def test_stretches_start_at_lines(tmp_path: Path) -> None:
+    path = tmp_path / "lines"
+    path.write_bytes(b"a" * 10 + b"\n" + b"b" * 3 + b"\n" + b"c\n")
+    assert stretches(path, 1) == [(0, 17)]
+    assert stretches(path, 2) == [(0, 11), (11, 17)]
+    assert stretches(path, 4) == [(0, 11), (11, 15), (15, 17)]
+    assert stretches(path, 40) == [(0, 11), (11, 15), (15, 17)]
 
 
 LOAD_POS_TEXTS = [
