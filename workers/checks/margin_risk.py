@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from shared.feed import KeyLayout
@@ -43,6 +44,11 @@ class MarginThresholds(Params):
     def limit(self, metric: str) -> float:
         """The threshold of a margin metric (``initial_margin``, ...)."""
         return float(getattr(self, metric))
+
+    @cached_property
+    def limits(self) -> tuple[float, ...]:
+        """The margin thresholds in ``MARGINS`` order."""
+        return tuple(self.limit(metric) for metric in MARGINS)
 
 
 class MarginRiskParams(Params):
@@ -96,18 +102,19 @@ def evaluate(snap: Snapshot | None, params: MarginRiskParams, now: float) -> lis
     return [*found, _ratio_finding(fig, t)]
 
 
-def _or_zero(raw: Mapping[str, Any], key: str) -> float:
-    value = raw_number(raw, key)
-    return 0.0 if value is None else value
+MARGIN_KEYS = tuple(key for key, _ in MARGINS.values())
 
 
 def screen(raw: Mapping[str, Any], layout: KeyLayout, params: MarginRiskParams) -> bool:
-    """evaluate's figures and comparisons, read from the raw object, without building findings."""
+    """evaluate's figures and comparisons, read from the raw object, without building findings
+    (False only after reading every figure, so that junk raises as in evaluate)."""
     t = params.thresholds
     wallet = raw_number(raw, WALLET) or 1.0
-    shares = [_or_zero(raw, key) / wallet > t.limit(metric) for metric, (key, _) in MARGINS.items()]
-    ratio = stable_ratio(_or_zero(raw, "USDTwalletBalance"), _or_zero(raw, "USDCwalletBalance"))
-    return any(shares) or _outside(ratio, t)
+    for key, limit in zip(MARGIN_KEYS, t.limits, strict=True):
+        if (raw_number(raw, key) or 0.0) / wallet > limit:
+            return True
+    usdt, usdc = raw_number(raw, "USDTwalletBalance"), raw_number(raw, "USDCwalletBalance")
+    return _outside(stable_ratio(usdt or 0.0, usdc or 0.0), t)
 
 
 def _breach_line(finding: Finding, t: MarginThresholds) -> str:
