@@ -22,10 +22,10 @@ Three shortcuts save most of the work and change no result:
 * screens: for a quiet pair, a check's screen (``CheckSpec.screen``) decides on the raw account
   object whether anything may be breached; when nothing may, neither the snapshot is built nor
   evaluate run (snapshots are built only when an evaluation, a tick or a report needs them);
-* reuse: an account object identical to that account's previous one (same keys in the same
-  order, same values of the same types) reuses its snapshot (with the new time), its screens'
-  answers and the findings of the instances that are not time-driven, whose evaluate depends on
-  snapshot and params only.
+* reuse: a snapshot to build whose account object is identical to the one of the account's
+  previous built snapshot (same keys in the same order, same values of the same types) is that
+  snapshot with the new time, and shares its findings of the instances that are not
+  time-driven, whose evaluate depends on snapshot and params only.
 
 A replay runs in two phases. Screening (:class:`Screener`) decodes each frame and runs the
 screens; it keeps no alert state, so stretches of a recording can be screened in parallel
@@ -120,7 +120,7 @@ class Options:
     end: float | None = None
     """Frames received at or after this unix time are left out."""
     reuse: bool = True
-    """Reuse the snapshot and findings of an account object identical to the previous one."""
+    """Reuse the snapshot and findings of an account object identical to the previous built one."""
     screen: bool = True
     """Let the checks' screens settle the evaluations of quiet pairs (``CheckSpec.screen``)."""
 
@@ -302,14 +302,18 @@ def same_object(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     if old != new or list(old) != list(new):
         return False
     types = list(map(type, new.values()))
-    if types != list(map(type, old.values())) or dict in types or list in types:
+    if types != list(map(type, old.values())):
         return False
-    values = list(new.values())
-    return 0 not in values or _zero_signs(values) == _zero_signs(old.values())
+    kinds = set(types)
+    if dict in kinds or list in kinds:
+        return False
+    if float not in kinds or 0.0 not in new.values():
+        return True
+    return _zero_signs(new.values()) == _zero_signs(old.values())
 
 
 def _zero_signs(values: Iterable[Any]) -> list[float]:
-    return [math.copysign(1.0, v) for v in values if type(v) is float and v == 0.0]
+    return [math.copysign(1.0, v) for v in values if v == 0.0 and type(v) is float]
 
 
 # ---------------------------------------------------------------- phase one: screening
@@ -328,13 +332,30 @@ class Scan(NamedTuple):
     size: int
     """Accounts in the frame's ``pos`` (they all take a snapshot sequence number); -1 when the
     frame is malformed."""
-    accounts: list[tuple[int, str, int, bool]]
-    """``(rank, account, mask, same)`` of each account some instance covers: bit ``i`` of
-    ``mask`` is set when route ``i`` may find a breach (its screen said so, or it has none);
-    ``same``: the object is identical to the account's previous one in the same screener."""
+    accounts: list[tuple[int, str, int]]
+    """``(rank, account, mask)`` of each account some instance covers: bit ``i`` of ``mask`` is
+    set when route ``i`` may find a breach (its screen said so, or it has none)."""
 
 
-ScreenRoute = tuple[Screen[Any] | None, BaseModel]
+@dataclass(frozen=True)
+class _Screens:
+    """The screens of one account's routes: ``always`` has the bits of the routes without one."""
+
+    always: int
+    screens: tuple[tuple[int, Screen[Any], BaseModel], ...]
+    """``(bit, screen, params)`` of each route with a screen."""
+
+    def mask(self, obj: dict[str, Any], layouts: Layouts) -> int:
+        mask, layout = self.always, None
+        for bit, screen, params in self.screens:
+            if layout is None:
+                layout = layouts.of(tuple(obj))
+            try:
+                if screen(obj, layout, params):
+                    mask |= bit
+            except Exception:  # noqa: BLE001 - a screen that cannot tell leaves it to evaluate
+                mask |= bit
+        return mask
 
 
 class Screener:
@@ -346,9 +367,8 @@ class Screener:
         self.plan = plan
         self.options = options
         self.stats = stats if stats is not None else Stats()
-        self._routes: dict[str, tuple[ScreenRoute, ...] | None] = {}
+        self._routes: dict[str, _Screens | None] = {}
         self._layouts = Layouts()
-        self._previous: dict[str, tuple[dict[str, Any], int]] = {}
 
     def scan(self, records: Iterable[tuple[int, float, str]]) -> Iterator[tuple[Scan, dict[str, Any] | None]]:
         """``(scan, pos)`` of each ``(offset, received_at, text)`` record inside the window."""
@@ -364,51 +384,31 @@ class Screener:
                 continue
             yield Scan(t, offset, len(pos), self._accounts(pos)), pos
 
-    def _accounts(self, pos: dict[str, Any]) -> list[tuple[int, str, int, bool]]:
+    def _accounts(self, pos: dict[str, Any]) -> list[tuple[int, str, int]]:
         found = []
         for rank, (account, obj) in enumerate(pos.items()):
             try:
-                routes = self._routes[account]
+                screens = self._routes[account]
             except KeyError:
-                routes = self._routes[account] = self._routes_of(account)
-            if routes is not None:
-                found.append((rank, account, *self._mask(account, obj, routes)))
+                screens = self._routes[account] = self._screens_of(account)
+            if screens is None:
+                continue
+            mask = screens.mask(obj, self._layouts) if type(obj) is dict else QUARANTINED
+            found.append((rank, account, mask))
         return found
 
-    def _routes_of(self, account: str) -> tuple[ScreenRoute, ...] | None:
+    def _screens_of(self, account: str) -> _Screens | None:
         """None when no instance covers the account (such accounts are parsed live, never used)."""
         if not any(b.instance.covers(account) for b in self.plan.bound.values()):
             return None
-        use = self.options.screen
-        return tuple((b.check.screen if use else None, b.params) for b in self.plan.for_snapshot(account))
-
-    def _mask(self, account: str, obj: Any, routes: tuple[ScreenRoute, ...]) -> tuple[int, bool]:
-        if type(obj) is not dict:
-            return QUARANTINED, False
-        previous = self._previous.get(account)
-        if previous is not None and same_object(previous[0], obj):
-            return previous[1], True
-        mask = _screens(obj, routes, self._layouts)
-        if self.options.reuse:
-            self._previous[account] = (obj, mask)
-        return mask, False
-
-
-def _screens(obj: dict[str, Any], routes: tuple[ScreenRoute, ...], layouts: Layouts) -> int:
-    mask, layout = 0, None
-    for index, (screen, params) in enumerate(routes):
-        if screen is None:
-            mask |= 1 << index
-            continue
-        if layout is None:
-            layout = layouts.of(tuple(obj))
-        try:
-            maybe = screen(obj, layout, params)
-        except Exception:  # noqa: BLE001 - a screen that cannot tell leaves the decision to evaluate
-            maybe = True
-        if maybe:
-            mask |= 1 << index
-    return mask
+        always, screens = 0, []
+        for index, bound in enumerate(self.plan.for_snapshot(account)):
+            screen = bound.check.screen if self.options.screen else None
+            if screen is None:
+                always |= 1 << index
+            else:
+                screens.append((1 << index, screen, bound.params))
+        return _Screens(always, tuple(screens))
 
 
 # ---------------------------------------------------------------- phase two: in order
@@ -422,31 +422,16 @@ def _no_fetch(offset: int) -> dict[str, Any]:
 
 
 class _Entry:
-    """One account object (or a run of identical ones, retimed to the newest): the object (read
-    again from the recording when not at hand), its snapshot, built when first needed, and the
-    findings of the instances whose evaluate depends on snapshot and params only."""
+    """One account object: the object itself (None when it is read again from the recording if
+    needed), its snapshot once built, and the findings of the instances whose evaluate depends on
+    snapshot and params only (shared by a run of identical objects)."""
 
-    __slots__ = ("_obj", "_snapshot", "account", "findings", "offset", "seq", "t")
+    __slots__ = ("account", "findings", "obj", "offset", "seq", "snap", "t")
 
     def __init__(self, account: str, obj: dict[str, Any] | None, offset: int, t: float, seq: int) -> None:
-        self.account, self._obj, self.offset, self.t, self.seq = account, obj, offset, t, seq
-        self._snapshot: Snapshot | None = None
+        self.account, self.obj, self.offset, self.t, self.seq = account, obj, offset, t, seq
+        self.snap: Snapshot | None = None
         self.findings: dict[str, Findings] = {}
-
-    def snapshot(self, normalize: Normalizer, fetch: Fetch) -> Snapshot:
-        """The snapshot of the object at the entry's time (an object that is a dict always
-        normalizes: ``parse_account`` quarantines only non-objects and normalizer errors, and the
-        trusted normalizer raises none)."""
-        snap = self._snapshot
-        if snap is None:
-            if self._obj is None:
-                self._obj = fetch(self.offset)[self.account]
-            snap = normalize(self.account, self._obj, self.t, self.seq)
-            self._obj = None  # the snapshot keeps it (raw)
-        elif snap.observed_at != self.t or snap.seq != self.seq:
-            snap = snap.model_copy(update={"observed_at": self.t, "seq": self.seq})
-        self._snapshot = snap
-        return snap
 
 
 @dataclass(frozen=True)
@@ -531,7 +516,7 @@ class Replay:
         if scan.size < 0:
             return
         base, self._seq = self._seq, self._seq + scan.size
-        for rank, account, mask, same in scan.accounts:
+        for rank, account, mask in scan.accounts:
             if mask == QUARANTINED:
                 self.stats.quarantined += 1
                 continue
@@ -540,7 +525,7 @@ class Replay:
             except KeyError:
                 routes = self._routes[account] = self._routes_of(account)
             obj = None if pos is None else pos[account]
-            entry = self._entry(account, obj, scan.offset, t, base + rank + 1, same)
+            entry = _Entry(account, obj, scan.offset, t, base + rank + 1)
             self._account(rank, account, entry, mask, t, routes)
 
     def _routes_of(self, account: str) -> tuple[_Route, ...]:
@@ -555,20 +540,6 @@ class Replay:
             )
             for index, bound in enumerate(self.plan.for_snapshot(account))
         )
-
-    def _entry(
-        self, account: str, obj: dict[str, Any] | None, offset: int, t: float, seq: int, same: bool
-    ) -> _Entry:
-        """The account's previous entry, retimed, when the object is identical; else a new one."""
-        known = self._known.get(account)
-        if same and known is not None and t >= known.t:
-            self.stats.reused += 1
-            known.t, known.seq = t, seq
-            return known
-        entry = _Entry(account, obj, offset, t, seq)
-        if self.options.reuse:
-            self._known[account] = entry
-        return entry
 
     def _account(
         self, rank: int, account: str, entry: _Entry, mask: int, t: float, routes: tuple[_Route, ...]
@@ -591,8 +562,8 @@ class Replay:
     def _on_snapshot(self, route: _Route, account: str, entry: _Entry, t: float, rank: int) -> None:
         """``_evaluate`` of a frame's snapshot, findings reused for an identical object."""
         name = route.bound.name
+        snap = self._snapshot(entry)
         found = entry.findings.get(name) if route.reusable else None
-        snap = entry.snapshot(self._normalize, self._fetch)
         if found is None:
             found = _run(route.evaluate, snap, route.params, t)
             if route.reusable and found is not None:
@@ -604,7 +575,27 @@ class Replay:
 
     def _latest_snapshot(self, account: str) -> Snapshot | None:
         entry = self._latest.get(account)
-        return None if entry is None else entry.snapshot(self._normalize, self._fetch)
+        return None if entry is None else self._snapshot(entry)
+
+    def _snapshot(self, entry: _Entry) -> Snapshot:
+        """The entry's snapshot, built once: the previous built one of the account, retimed, with
+        its findings, when the object is identical (``same_object``); else normalized (an object
+        that is a dict always normalizes: ``parse_account`` quarantines only non-objects and
+        normalizer errors, and the trusted normalizer raises none)."""
+        if entry.snap is not None:
+            return entry.snap
+        obj = entry.obj if entry.obj is not None else self._fetch(entry.offset)[entry.account]
+        entry.obj = None  # the snapshot keeps it (raw)
+        known = self._known.get(entry.account)
+        if known is not None and known.snap is not None and same_object(known.snap.raw, obj):
+            self.stats.reused += 1
+            entry.snap = known.snap.model_copy(update={"observed_at": entry.t, "seq": entry.seq})
+            entry.findings = known.findings
+        else:
+            entry.snap = self._normalize(entry.account, obj, entry.t, entry.seq)
+        if self.options.reuse:
+            self._known[entry.account] = entry
+        return entry.snap
 
     # -------------------------------------------------------- evaluations
 

@@ -142,8 +142,8 @@ class ReplayPool:
 
     def _scans(self, index: int) -> Iterator[Scan]:
         for batch in self._messages(index):
-            for t, offset, size, accounts in orjson.loads(batch):
-                yield Scan(t, offset, size, [(a[0], a[1], a[2], a[3]) for a in accounts])
+            for row in orjson.loads(batch):
+                yield Scan(*row)  # accounts as lists: unpacked as the tuples are
             if self._progress is not None:
                 self._progress(self.replay.offset)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import itertools
 import json
@@ -425,8 +424,8 @@ def test_screening_in_processes_gives_the_single_process_result(tmp_path: Path, 
     assert [f.alert for f in pooled] == [f.alert for f in single]
     assert {f.alert.check for f in single} >= {"low_balance", "delta", "check_error", "stale_data"}
     assert pool.frames.reads > 0  # snapshots were built from frames read again
-    # every count agrees; reuse restarts at each stretch
-    assert dataclasses.replace(stats, reused=0) == dataclasses.replace(single_stats, reused=0)
+    assert stats == single_stats
+    assert stats.reused > 0 and stats.screened > 0
 
 
 def test_stretches_start_at_lines(tmp_path: Path) -> None:
