@@ -439,7 +439,9 @@ class _Route:
     """One instance evaluated on each snapshot of an account, with the pair's state."""
 
     index: int
-    """The instance's position in the account's routes (its bit in a scan's mask)."""
+    """The instance's position in the account's routes."""
+    bit: int
+    """``1 << index``: the route's bit in a scan's mask."""
     bound: Bound
     evaluate: Evaluate[Any]
     params: BaseModel
@@ -532,6 +534,7 @@ class Replay:
         return tuple(
             _Route(
                 index,
+                1 << index,
                 bound,
                 bound.check.evaluate,
                 bound.params,
@@ -544,18 +547,20 @@ class Replay:
     def _account(
         self, rank: int, account: str, entry: _Entry, mask: int, t: float, routes: tuple[_Route, ...]
     ) -> None:
-        self.stats.snapshots += 1
+        stats = self.stats
+        stats.snapshots += 1
         current = self._latest.get(account)
         if current is None or t >= current.t:
             self._latest[account] = entry
         for route in routes:
             pair = route.pair
-            if pair.last is not None and t <= pair.last:
+            last = pair.last
+            if last is not None and t <= last:
                 continue  # as _evaluate: an evaluation at or before the pair's newest changes nothing
             pair.last = t
-            self.stats.evaluations += 1
-            if pair.quiet and not mask >> route.index & 1:
-                self.stats.screened += 1
+            stats.evaluations += 1
+            if pair.quiet and not mask & route.bit:
+                stats.screened += 1
                 continue
             self._on_snapshot(route, account, entry, t, rank)
 
