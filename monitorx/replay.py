@@ -203,6 +203,11 @@ def _record(line: bytes) -> tuple[float, str] | None:
     return (float(t), frame) if math.isfinite(t) else None
 
 
+READ_BUFFER = 2**20
+"""Bytes read at a time: frames are tens of KiB, and the default buffer (8 KiB) reads each in
+several system calls (a fifth of a day's replay time went into reading)."""
+
+
 def read_recording(
     path: Path, stats: Stats, progress: Callable[[int], None] | None = None
 ) -> Iterator[tuple[float, str]]:
@@ -221,7 +226,7 @@ def records_at(
 ) -> Iterator[tuple[int, float, str]]:
     """``(offset, received_at, frame text)`` of the lines that start in ``[start, end)`` bytes
     (``start`` at the beginning of a line), as :func:`read_recording` reads them."""
-    with path.open("rb") as f:
+    with path.open("rb", buffering=READ_BUFFER) as f:
         f.seek(start)
         offset = start
         for line in f:

@@ -1,8 +1,9 @@
-"""A replay whose screening runs in several processes: the recording is cut into ``jobs``
-stretches at line boundaries, a process screens each stretch (``replay.Screener``: decoding and
-screens, the bulk of the work, free of alert state) and sends back its :class:`replay.Scan`
-records as JSON; this process applies them in recording order (``replay.Replay.apply``), reading
-a frame again only when a pair needs its snapshot. The result is the one a single process gives.
+"""A replay whose screening runs in several processes: the recording is cut into stretches at
+line boundaries, dealt in turn to ``jobs`` processes; a process screens each of its stretches
+(``replay.Screener``: decoding and screens, the bulk of the work, free of alert state) and sends
+back the :class:`replay.Scan` records as JSON; this process applies them in recording order
+(``replay.Replay.apply``), reading a frame again only when a pair needs its snapshot. The result
+is the one a single process gives.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 
 BATCH = 2_000
 """Scans per message from a screening process."""
+STRETCHES_PER_JOB = 8
+"""Stretches per screening process, dealt in turn: the ordered phase takes them in order, so
+small stretches keep every process busy to the end (with one stretch each, the last one's
+scans would be applied alone after the others had finished)."""
 POLL_SECONDS = 0.1
 FRAMES_KEPT = 8
 """Frames read again that the ordered phase keeps decoded (a tick reads the newest few)."""
@@ -40,34 +45,38 @@ class ShareFailed(RuntimeError):
     """A screening process raised or died."""
 
 
-def stretches(path: Path, jobs: int) -> list[tuple[int, int]]:
-    """``jobs`` byte ranges ``[start, end)`` covering the file, each starting at a line."""
+def stretches(path: Path, count: int) -> list[tuple[int, int]]:
+    """At most ``count`` byte ranges ``[start, end)`` covering the file, each starting at a line."""
     size = path.stat().st_size
     cuts = [0]
     with path.open("rb") as f:
-        for k in range(1, jobs):
-            f.seek(max(size * k // jobs - 1, cuts[-1]))
+        for k in range(1, count):
+            f.seek(max(size * k // count - 1, cuts[-1]))
             f.readline()  # to the start of the next line
             cuts.append(max(min(f.tell(), size), cuts[-1]))
     cuts.append(size)
     return [(a, b) for a, b in itertools.pairwise(cuts) if b > a] or [(0, size)]
 
 
-def screen_main(config: str, recording: Path, options: Options, span: tuple[int, int], out: Any) -> None:
-    """A screening process: ``("scans", json)`` batches, then ``("done", stats)`` (or
-    ``("error", text)``). ``config``: the parent's configuration as JSON, so that both bind
-    the same instances whatever happens to the file meanwhile."""
+def screen_main(
+    config: str, recording: Path, options: Options, spans: list[tuple[int, int]], out: Any
+) -> None:
+    """A screening process: for each stretch in turn, ``("scans", json)`` batches then
+    ``("done", stats)``; ``("error", text)`` if it fails. ``config``: the parent's configuration
+    as JSON, so that both bind the same instances whatever happens to the file meanwhile."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which ends the pool
     try:
-        screener = Screener(build(Config.model_validate_json(config), Registry.discover()), options)
-        batch: list[tuple[Any, ...]] = []
-        for scan, _ in screener.scan(records_at(recording, screener.stats, *span)):
-            batch.append(tuple(scan))
-            if len(batch) >= BATCH:
-                out.put(("scans", orjson.dumps(batch)))
-                batch = []
-        out.put(("scans", orjson.dumps(batch)))
-        out.put(("done", asdict(screener.stats)))
+        plan = build(Config.model_validate_json(config), Registry.discover())
+        for span in spans:
+            screener = Screener(plan, options)
+            batch: list[tuple[Any, ...]] = []
+            for scan, _ in screener.scan(records_at(recording, screener.stats, *span)):
+                batch.append(tuple(scan))
+                if len(batch) >= BATCH:
+                    out.put(("scans", orjson.dumps(batch)))
+                    batch = []
+            out.put(("scans", orjson.dumps(batch)))
+            out.put(("done", asdict(screener.stats)))
     except Exception:  # noqa: BLE001 - reported to the parent, which fails the run
         out.put(("error", traceback.format_exc()))
 
@@ -105,17 +114,18 @@ class ReplayPool:
         self._progress = progress
         self.frames = Frames(recording)
         self.replay = Replay(plan, options, fetch=self.frames)
-        spans = stretches(recording, jobs)
-        self._queues = [ctx.Queue() for _ in spans]
+        spans = stretches(recording, jobs * STRETCHES_PER_JOB) if jobs > 1 else stretches(recording, 1)
+        jobs = min(jobs, len(spans))
+        self._queues = [ctx.Queue() for _ in range(jobs)]
         self._stats: list[Stats | None] = [None] * len(spans)
         self._procs: list[SpawnProcess] = [
             ctx.Process(
                 target=screen_main,
-                args=(plan.config.model_dump_json(), recording, options, span, q),
+                args=(plan.config.model_dump_json(), recording, options, spans[i::jobs], q),
                 name=f"backtest-screen-{i}",
                 daemon=True,
             )
-            for i, (span, q) in enumerate(zip(spans, self._queues, strict=True))
+            for i, q in enumerate(self._queues)
         ]
 
     def __enter__(self) -> ReplayPool:
@@ -132,7 +142,7 @@ class ReplayPool:
             proc.join(timeout=10)
 
     def items(self) -> Iterator[Item]:
-        return self.replay.apply((scan, None) for i in range(len(self._procs)) for scan in self._scans(i))
+        return self.replay.apply((scan, None) for k in range(len(self._stats)) for scan in self._scans(k))
 
     def stats(self) -> Stats:
         done = [s for s in self._stats if s is not None]
@@ -140,15 +150,16 @@ class ReplayPool:
             raise ShareFailed("a screening process has not finished")
         return Stats.merged(self.replay.stats, done)
 
-    def _scans(self, index: int) -> Iterator[Scan]:
-        for batch in self._messages(index):
+    def _scans(self, stretch: int) -> Iterator[Scan]:
+        """The scans of one stretch, from the process it was dealt to (stretch mod jobs)."""
+        for batch in self._messages(stretch):
             for row in orjson.loads(batch):
                 yield Scan(*row)  # accounts as lists: unpacked as the tuples are
             if self._progress is not None:
                 self._progress(self.replay.offset)
 
-    def _messages(self, index: int) -> Iterator[bytes]:
-        q, proc = self._queues[index], self._procs[index]
+    def _messages(self, stretch: int) -> Iterator[bytes]:
+        q, proc = self._queues[stretch % len(self._queues)], self._procs[stretch % len(self._procs)]
         while True:
             try:
                 kind, payload = q.get(timeout=POLL_SECONDS)
@@ -159,7 +170,7 @@ class ReplayPool:
             if kind == "scans":
                 yield payload
             elif kind == "done":
-                self._stats[index] = Stats(**payload)
+                self._stats[stretch] = Stats(**payload)
                 return
             else:
                 raise ShareFailed(f"{proc.name} failed:\n{payload}")
