@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -54,7 +54,7 @@ from shared.models import Alert, Snapshot
 from workers.checks.base import Evaluate, Finding, Screen
 from workers.plan import Bound, Plan
 from workers.runner import ERROR_KEY, assess, report_accounts, report_alerts
-from workers.schedule import decide
+from workers.schedule import decide, next_slot
 from workers.state import KeyState, Policy, step
 
 DEFAULT_TICK = 5.0
@@ -337,9 +337,17 @@ class Scan(NamedTuple):
     size: int
     """Accounts in the frame's ``pos`` (they all take a snapshot sequence number); -1 when the
     frame is malformed."""
-    accounts: list[tuple[int, str, int]]
-    """``(rank, account, mask)`` of each account some instance covers: bit ``i`` of ``mask`` is
-    set when route ``i`` may find a breach (its screen said so, or it has none)."""
+    shape: Shape
+    """``(rank, account)`` of each account of the frame some instance covers (the same object
+    for every frame of one screener with the same accounts in the same places)."""
+    masks: Sequence[int]
+    """One per account of ``shape``: bit ``i`` is set when route ``i`` may find a breach (its
+    screen said so, or it has none); QUARANTINED when the account's value is not an object."""
+
+
+Shape = tuple[tuple[int, str], ...]
+SHAPES_LIMIT = 1024
+"""Distinct shapes a screener keeps before it starts again."""
 
 
 @dataclass(frozen=True)
@@ -374,6 +382,7 @@ class Screener:
         self.stats = stats if stats is not None else Stats()
         self._routes: dict[str, _Screens | None] = {}
         self._layouts = Layouts()
+        self._shapes: dict[Shape, Shape] = {}
 
     def scan(self, records: Iterable[tuple[int, float, str]]) -> Iterator[tuple[Scan, dict[str, Any] | None]]:
         """``(scan, pos)`` of each ``(offset, received_at, text)`` record inside the window."""
@@ -385,12 +394,13 @@ class Screener:
             pos, _ = load_pos(text)
             if pos is None:
                 self.stats.malformed_frames += 1
-                yield Scan(t, offset, -1, []), None
+                yield Scan(t, offset, -1, (), ()), None
                 continue
-            yield Scan(t, offset, len(pos), self._accounts(pos)), pos
+            shape, masks = self._accounts(pos)
+            yield Scan(t, offset, len(pos), shape, masks), pos
 
-    def _accounts(self, pos: dict[str, Any]) -> list[tuple[int, str, int]]:
-        found = []
+    def _accounts(self, pos: dict[str, Any]) -> tuple[Shape, list[int]]:
+        places, masks = [], []
         for rank, (account, obj) in enumerate(pos.items()):
             try:
                 screens = self._routes[account]
@@ -398,9 +408,12 @@ class Screener:
                 screens = self._routes[account] = self._screens_of(account)
             if screens is None:
                 continue
-            mask = screens.mask(obj, self._layouts) if type(obj) is dict else QUARANTINED
-            found.append((rank, account, mask))
-        return found
+            places.append((rank, account))
+            masks.append(screens.mask(obj, self._layouts) if type(obj) is dict else QUARANTINED)
+        shape = tuple(places)
+        if len(self._shapes) >= SHAPES_LIMIT:
+            self._shapes.clear()
+        return self._shapes.setdefault(shape, shape), masks
 
     def _screens_of(self, account: str) -> _Screens | None:
         """None when no instance covers the account (such accounts are parsed live, never used)."""
@@ -481,6 +494,8 @@ class Replay:
         self._ticking = plan.on_tick()
         self._reports = plan.reports()
         self._slots: dict[str, float] = {}
+        self._due: dict[str, float] = {}
+        """Instance -> its next slot after the last one handled."""
         self._out: list[Item] = []
         self._event = 0
         self._seq = 0
@@ -523,7 +538,7 @@ class Replay:
         if scan.size < 0:
             return
         base, self._seq = self._seq, self._seq + scan.size
-        for rank, account, mask in scan.accounts:
+        for (rank, account), mask in zip(scan.shape, scan.masks, strict=True):
             if mask == QUARANTINED:
                 self.stats.quarantined += 1
                 continue
@@ -669,10 +684,14 @@ class Replay:
     def _report_slots(self, now: float) -> None:
         for rank, bound in enumerate(self._reports):
             inst = bound.instance
-            decision = decide(bound.schedule, self._slots.get(inst.name), now, inst.missed)
+            last = self._slots.get(inst.name)
+            if last is not None and now < self._due[inst.name]:
+                continue  # decide would answer none until the next slot
+            decision = decide(bound.schedule, last, now, inst.missed)
             if decision.slot is None or decision.action == "none":
                 continue
             self._slots[inst.name] = decision.slot
+            self._due[inst.name] = next_slot(bound.schedule, decision.slot)
             if decision.action == "send":
                 self._out.append(self._report_part(rank, bound, now, decision.slot, decision.late))
 

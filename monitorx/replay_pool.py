@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from monitorx.replay import Item, Options, Replay, Scan, Screener, Stats, frame_at, records_at
+from monitorx.replay import Item, Options, Replay, Scan, Screener, Shape, Stats, frame_at, records_at
 from shared.config import Config
 from workers.plan import Plan, build
 from workers.registry import Registry
@@ -61,24 +61,47 @@ def stretches(path: Path, count: int) -> list[tuple[int, int]]:
 def screen_main(
     config: str, recording: Path, options: Options, spans: list[tuple[int, int]], out: Any
 ) -> None:
-    """A screening process: for each stretch in turn, ``("scans", json)`` batches then
-    ``("done", stats)``; ``("error", text)`` if it fails. ``config``: the parent's configuration
-    as JSON, so that both bind the same instances whatever happens to the file meanwhile."""
+    """A screening process: for each stretch in turn, ``("scans", json)`` batches (see
+    :func:`encode`) then ``("done", stats)``; ``("error", text)`` if it fails. ``config``: the
+    parent's configuration as JSON, so that both bind the same instances whatever happens to the
+    file meanwhile."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which ends the pool
     try:
         plan = build(Config.model_validate_json(config), Registry.discover())
         for span in spans:
-            screener = Screener(plan, options)
-            batch: list[tuple[Any, ...]] = []
+            screener, ids = Screener(plan, options), dict[Shape, int]()
+            batch: list[Scan] = []
             for scan, _ in screener.scan(records_at(recording, screener.stats, *span)):
-                batch.append(tuple(scan))
+                batch.append(scan)
                 if len(batch) >= BATCH:
-                    out.put(("scans", orjson.dumps(batch)))
+                    out.put(("scans", encode(batch, ids)))
                     batch = []
-            out.put(("scans", orjson.dumps(batch)))
+            out.put(("scans", encode(batch, ids)))
             out.put(("done", asdict(screener.stats)))
     except Exception:  # noqa: BLE001 - reported to the parent, which fails the run
         out.put(("error", traceback.format_exc()))
+
+
+def encode(scans: list[Scan], ids: dict[Shape, int]) -> bytes:
+    """A batch of scans as JSON: ``{"shapes": [[id, shape], ...], "rows": [[t, offset, size,
+    shape id, masks], ...]}``; each shape is sent once per stretch (``ids`` holds those sent)."""
+    shapes, rows = [], []
+    for scan in scans:
+        shape_id = ids.get(scan.shape)
+        if shape_id is None:
+            shape_id = ids[scan.shape] = len(ids)
+            shapes.append((shape_id, scan.shape))
+        rows.append((scan.t, scan.offset, scan.size, shape_id, scan.masks))
+    return orjson.dumps({"shapes": shapes, "rows": rows})
+
+
+def decode_scans(data: bytes, shapes: dict[int, Shape]) -> Iterator[Scan]:
+    """The scans of one :func:`encode` batch; ``shapes`` collects the stretch's shapes."""
+    batch = orjson.loads(data)
+    for shape_id, shape in batch["shapes"]:
+        shapes[shape_id] = tuple((rank, account) for rank, account in shape)
+    for t, offset, size, shape_id, masks in batch["rows"]:
+        yield Scan(t, offset, size, shapes[shape_id], masks)
 
 
 class Frames:
@@ -152,9 +175,9 @@ class ReplayPool:
 
     def _scans(self, stretch: int) -> Iterator[Scan]:
         """The scans of one stretch, from the process it was dealt to (stretch mod jobs)."""
+        shapes: dict[int, Shape] = {}
         for batch in self._messages(stretch):
-            for row in orjson.loads(batch):
-                yield Scan(*row)  # accounts as lists: unpacked as the tuples are
+            yield from decode_scans(batch, shapes)
             if self._progress is not None:
                 self._progress(self.replay.offset)
 
