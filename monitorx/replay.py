@@ -468,6 +468,17 @@ class _Route:
     pair: PairState
 
 
+def _aged_out(bound: Bound, age: float) -> bool:
+    """True when the check's age screen settles an evaluation on a snapshot of that age."""
+    age_screen = bound.check.age_screen
+    if age_screen is None:
+        return False
+    try:
+        return not age_screen(age, bound.params)
+    except Exception:  # noqa: BLE001 - a screen that cannot tell leaves the decision to evaluate
+        return False
+
+
 def _any_breached(found: Findings) -> bool:
     for finding in found:
         if finding.breached:
@@ -630,20 +641,19 @@ class Replay:
             pair = self._pairs[(instance, account)] = PairState()
         return pair
 
-    def _evaluate(
-        self,
-        bound: Bound,
-        account: str,
-        snap: Snapshot | None,
-        now: float,
-        order: Order,
-    ) -> None:
-        """One evaluation, as ``workers.runner.apply`` runs it."""
+    def _evaluate(self, bound: Bound, account: str, now: float, order: Order) -> None:
+        """One evaluation on a tick, as ``workers.runner.apply`` runs it, on the account's newest
+        snapshot (built only when the check's ``age_screen`` cannot settle it)."""
         pair = self._pair(bound.name, account)
         if pair.last is not None and now <= pair.last:
             return
         pair.last = now
         self.stats.evaluations += 1
+        entry = self._latest.get(account)
+        if pair.quiet and entry is not None and self.options.screen and _aged_out(bound, now - entry.t):
+            self.stats.screened += 1
+            return
+        snap = None if entry is None else self._snapshot(entry)
         found = _findings(bound, snap, now)
         if found is not None and pair.quiet and not _any_breached(found):
             return
@@ -678,7 +688,7 @@ class Replay:
         for rank, bound in enumerate(self._ticking):
             for account in bound.tick_accounts(self._latest, unseen_due):
                 order = Order(self._event, 1, rank, account, 0, 0)
-                self._evaluate(bound, account, self._latest_snapshot(account), now, order)
+                self._evaluate(bound, account, now, order)
         self._report_slots(now)
 
     def _report_slots(self, now: float) -> None:

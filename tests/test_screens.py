@@ -125,3 +125,17 @@ def test_every_builtin_snapshot_check_has_a_screen() -> None:
     for spec in Registry.discover(plugins=False).specs.values():
         if isinstance(spec, CheckSpec):
             assert spec.screen is not None, spec.name
+
+
+@pytest.mark.parametrize("max_age", [0.001, 1.0, 10.0, 600.0])
+def test_age_screen_never_hides_stale_data(max_age: float) -> None:
+    params = stale_data.StaleDataParams(max_age=max_age)
+    snap = normalize_account(ACC, {"USDTwalletBalance": 1.0}, observed_at=T)
+    assert stale_data.SPEC.age_screen is not None
+    settled = 0
+    for age in [0.0, max_age / 2, max_age, max_age + 1e-9, max_age * 2, max_age + 3600]:
+        maybe = stale_data.SPEC.age_screen(age, params)
+        breached = any(f.breached for f in stale_data.evaluate(snap, params, T + age))
+        assert maybe or not breached, (age, max_age)
+        settled += not maybe
+    assert 0 < settled < 6

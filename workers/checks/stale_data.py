@@ -37,6 +37,10 @@ def screen(raw: Mapping[str, Any], layout: KeyLayout, params: StaleDataParams) -
     return False
 
 
+def age_screen(age: float, params: StaleDataParams) -> bool:
+    return age > params.max_age
+
+
 def _when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
@@ -65,4 +69,5 @@ SPEC = CheckSpec(
     default_cooldown=300.0,
     default_resolved=True,
     screen=screen,
+    age_screen=age_screen,
 )
