@@ -11,6 +11,7 @@ replay, 1 for an unreadable recording or an invalid configuration, 2 for invalid
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -273,4 +274,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.start is not None and args.end is not None and args.end <= args.start:
         sys.stderr.write("monitorx backtest: --until must be later than --from\n")
         return 2
+    if isinstance(sys.stdout, io.TextIOWrapper):  # an account name may hold a lone surrogate
+        sys.stdout.reconfigure(errors="backslashreplace")
     return run(plan, args, sys.stdout, sys.stderr)

@@ -42,6 +42,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import orjson
@@ -53,7 +54,7 @@ from shared.feed import Layouts
 from shared.models import Alert, Snapshot
 from workers.checks.base import Evaluate, Finding, Screen
 from workers.plan import Bound, Plan
-from workers.runner import ERROR_KEY, assess, report_accounts, report_alerts
+from workers.runner import ERROR_KEY, assess, quiet_states, report_accounts, report_alerts
 from workers.schedule import decide, next_slot
 from workers.state import KeyState, Policy, step
 
@@ -153,6 +154,8 @@ class Stats:
     """Snapshots taken from an identical previous account object."""
     screened: int = 0
     """Evaluations settled by the check's screen, without a snapshot or evaluate."""
+    stepped: int = 0
+    """Evaluations that moved a pair's state from the screeners' verdicts, without a snapshot."""
 
     @classmethod
     def merged(cls, ordered: Stats, scans: Iterable[Stats]) -> Stats:
@@ -343,9 +346,15 @@ class Scan(NamedTuple):
     masks: Sequence[int]
     """One per account of ``shape``: bit ``i`` is set when route ``i`` may find a breach (its
     screen said so, or it has none); QUARANTINED when the account's value is not an object."""
+    verdicts: Sequence[Verdicts] = ()
+    """Empty, or one per account of ``shape``: route index -> the ``(key, breached)`` of each
+    finding of the route's evaluate at the frame's time, for the routes whose bit is set (and
+    whose evaluate did not raise)."""
 
 
 Shape = tuple[tuple[int, str], ...]
+Verdicts = Mapping[int, Sequence[tuple[str, bool]]]
+NO_VERDICTS: Verdicts = MappingProxyType({})
 SHAPES_LIMIT = 1024
 """Distinct shapes a screener keeps before it starts again."""
 
@@ -357,6 +366,19 @@ class _Screens:
     always: int
     screens: tuple[tuple[int, Screen[Any], BaseModel], ...]
     """``(bit, screen, params)`` of each route with a screen."""
+    evaluates: tuple[tuple[Evaluate[Any], BaseModel], ...]
+    """Each route's evaluate and params, by route index."""
+
+    def verdicts(self, snap: Snapshot, mask: int) -> Verdicts:
+        """The verdicts of the routes whose bit is set, at the snapshot's time."""
+        found: dict[int, list[tuple[str, bool]]] = {}
+        for index, (evaluate, params) in enumerate(self.evaluates):
+            if mask >> index & 1:
+                try:
+                    found[index] = [(f.key, f.breached) for f in evaluate(snap, params, snap.observed_at)]
+                except Exception:  # noqa: BLE001 - the ordered phase evaluates again and reports it
+                    continue
+        return found
 
     def mask(self, obj: dict[str, Any], layouts: Layouts) -> int:
         mask, layout = self.always, None
@@ -383,6 +405,7 @@ class Screener:
         self._routes: dict[str, _Screens | None] = {}
         self._layouts = Layouts()
         self._shapes: dict[Shape, Shape] = {}
+        self._normalize = Normalizer(trusted=True)
 
     def scan(self, records: Iterable[tuple[int, float, str]]) -> Iterator[tuple[Scan, dict[str, Any] | None]]:
         """``(scan, pos)`` of each ``(offset, received_at, text)`` record inside the window."""
@@ -396,11 +419,10 @@ class Screener:
                 self.stats.malformed_frames += 1
                 yield Scan(t, offset, -1, (), ()), None
                 continue
-            shape, masks = self._accounts(pos)
-            yield Scan(t, offset, len(pos), shape, masks), pos
+            yield self._scan(t, offset, pos), pos
 
-    def _accounts(self, pos: dict[str, Any]) -> tuple[Shape, list[int]]:
-        places, masks = [], []
+    def _scan(self, t: float, offset: int, pos: dict[str, Any]) -> Scan:
+        places, masks, verdicts = [], [], []
         for rank, (account, obj) in enumerate(pos.items()):
             try:
                 screens = self._routes[account]
@@ -409,24 +431,30 @@ class Screener:
             if screens is None:
                 continue
             places.append((rank, account))
-            masks.append(screens.mask(obj, self._layouts) if type(obj) is dict else QUARANTINED)
+            mask = screens.mask(obj, self._layouts) if type(obj) is dict else QUARANTINED
+            masks.append(mask)
+            if mask > 0 and self.options.screen:
+                verdicts.append(screens.verdicts(self._normalize(account, obj, t), mask))
+            else:
+                verdicts.append(NO_VERDICTS)
         shape = tuple(places)
         if len(self._shapes) >= SHAPES_LIMIT:
             self._shapes.clear()
-        return self._shapes.setdefault(shape, shape), masks
+        return Scan(t, offset, len(pos), self._shapes.setdefault(shape, shape), masks, verdicts)
 
     def _screens_of(self, account: str) -> _Screens | None:
         """None when no instance covers the account (such accounts are parsed live, never used)."""
         if not any(b.instance.covers(account) for b in self.plan.bound.values()):
             return None
         always, screens = 0, []
-        for index, bound in enumerate(self.plan.for_snapshot(account)):
+        bounds = self.plan.for_snapshot(account)
+        for index, bound in enumerate(bounds):
             screen = bound.check.screen if self.options.screen else None
             if screen is None:
                 always |= 1 << index
             else:
                 screens.append((1 << index, screen, bound.params))
-        return _Screens(always, tuple(screens))
+        return _Screens(always, tuple(screens), tuple((b.check.evaluate, b.params) for b in bounds))
 
 
 # ---------------------------------------------------------------- phase two: in order
@@ -549,7 +577,8 @@ class Replay:
         if scan.size < 0:
             return
         base, self._seq = self._seq, self._seq + scan.size
-        for (rank, account), mask in zip(scan.shape, scan.masks, strict=True):
+        verdicts = scan.verdicts
+        for i, ((rank, account), mask) in enumerate(zip(scan.shape, scan.masks, strict=True)):
             if mask == QUARANTINED:
                 self.stats.quarantined += 1
                 continue
@@ -559,7 +588,7 @@ class Replay:
                 routes = self._routes[account] = self._routes_of(account)
             obj = None if pos is None else pos[account]
             entry = _Entry(account, obj, scan.offset, t, base + rank + 1)
-            self._account(rank, account, entry, mask, t, routes)
+            self._account(rank, account, entry, mask, verdicts[i] if verdicts else NO_VERDICTS, routes)
 
     def _routes_of(self, account: str) -> tuple[_Route, ...]:
         return tuple(
@@ -576,9 +605,15 @@ class Replay:
         )
 
     def _account(
-        self, rank: int, account: str, entry: _Entry, mask: int, t: float, routes: tuple[_Route, ...]
+        self,
+        rank: int,
+        account: str,
+        entry: _Entry,
+        mask: int,
+        verdicts: Verdicts,
+        routes: tuple[_Route, ...],
     ) -> None:
-        stats = self.stats
+        stats, t = self.stats, entry.t
         stats.snapshots += 1
         current = self._latest.get(account)
         if current is None or t >= current.t:
@@ -593,7 +628,28 @@ class Replay:
             if pair.quiet and not mask & route.bit:
                 stats.screened += 1
                 continue
-            self._on_snapshot(route, account, entry, t, rank)
+            verdict = verdicts.get(route.index)
+            if verdict is None:
+                self._on_snapshot(route, account, entry, t, rank)
+            elif not self._step(route, verdict, t):
+                self._assess(route.bound, pair, account, self._snapshot(entry), t, self._order(rank, route))
+
+    def _step(self, route: _Route, verdict: Sequence[tuple[str, bool]], t: float) -> bool:
+        """Move the pair from a screener's verdict alone, as assess would; False when an alert is
+        due (only assess, with the snapshot, can render it)."""
+        pair = route.pair
+        if pair.quiet and not any(breached for _, breached in verdict):
+            self.stats.screened += 1
+            return True
+        states = quiet_states(route.bound, pair.states, t, verdict)
+        if states is None:
+            return False
+        self.stats.stepped += 1
+        pair.absorb(states, route.bound.check.forget_on_clear)
+        return True
+
+    def _order(self, rank: int, route: _Route) -> Order:
+        return Order(self._event, 0, rank, "", route.index, 0)
 
     def _on_snapshot(self, route: _Route, account: str, entry: _Entry, t: float, rank: int) -> None:
         """``_evaluate`` of a frame's snapshot, findings reused for an identical object."""
@@ -606,8 +662,7 @@ class Replay:
                 entry.findings[name] = found
         if found is not None and route.pair.quiet and not _any_breached(found):
             return
-        order = Order(self._event, 0, rank, "", route.index, 0)
-        self._assess(route.bound, route.pair, account, snap, t, order)
+        self._assess(route.bound, route.pair, account, snap, t, self._order(rank, route))
 
     def _latest_snapshot(self, account: str) -> Snapshot | None:
         entry = self._latest.get(account)

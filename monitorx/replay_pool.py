@@ -9,6 +9,7 @@ is the one a single process gives.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import multiprocessing as mp
 import queue
@@ -23,7 +24,18 @@ from typing import Any
 
 import orjson
 
-from monitorx.replay import Item, Options, Replay, Scan, Screener, Shape, Stats, frame_at, records_at
+from monitorx.replay import (
+    Item,
+    Options,
+    Replay,
+    Scan,
+    Screener,
+    Shape,
+    Stats,
+    decode,
+    frame_at,
+    records_at,
+)
 from shared.config import Config
 from workers.plan import Plan, build
 from workers.registry import Registry
@@ -84,24 +96,32 @@ def screen_main(
 
 def encode(scans: list[Scan], ids: dict[Shape, int]) -> bytes:
     """A batch of scans as JSON: ``{"shapes": [[id, shape], ...], "rows": [[t, offset, size,
-    shape id, masks], ...]}``; each shape is sent once per stretch (``ids`` holds those sent)."""
+    shape id, masks, verdicts], ...]}``, verdicts 0 when there are none, else one list of
+    ``[route index, [[key, breached], ...]]`` per account; each shape is sent once per stretch
+    (``ids`` holds those sent)."""
     shapes, rows = [], []
     for scan in scans:
         shape_id = ids.get(scan.shape)
         if shape_id is None:
             shape_id = ids[scan.shape] = len(ids)
             shapes.append((shape_id, scan.shape))
-        rows.append((scan.t, scan.offset, scan.size, shape_id, scan.masks))
-    return orjson.dumps({"shapes": shapes, "rows": rows})
+        verdicts = [list(v.items()) for v in scan.verdicts] if any(scan.verdicts) else 0
+        rows.append((scan.t, scan.offset, scan.size, shape_id, scan.masks, verdicts))
+    batch = {"shapes": shapes, "rows": rows}
+    try:
+        return orjson.dumps(batch)
+    except orjson.JSONEncodeError:  # a lone surrogate in an account or key name: json escapes it
+        return json.dumps(batch).encode()
 
 
 def decode_scans(data: bytes, shapes: dict[int, Shape]) -> Iterator[Scan]:
     """The scans of one :func:`encode` batch; ``shapes`` collects the stretch's shapes."""
-    batch = orjson.loads(data)
+    batch = decode(data)
     for shape_id, shape in batch["shapes"]:
         shapes[shape_id] = tuple((rank, account) for rank, account in shape)
-    for t, offset, size, shape_id, masks in batch["rows"]:
-        yield Scan(t, offset, size, shapes[shape_id], masks)
+    for t, offset, size, shape_id, masks, verdicts in batch["rows"]:
+        found = [{i: [(k, b) for k, b in v] for i, v in account} for account in verdicts] if verdicts else ()
+        yield Scan(t, offset, size, shapes[shape_id], masks, found)
 
 
 class Frames:

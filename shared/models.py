@@ -221,7 +221,8 @@ Severity = Literal["info", "warning", "critical"]
 def alert_id(*parts: object) -> str:
     """A deterministic alert id: the same event always gets the same id, so a job that runs twice
     emits an alert the alerter recognises as already delivered."""
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
+    text = "\x1f".join(str(p) for p in parts)
+    digest = hashlib.sha256(text.encode(errors="surrogatepass")).hexdigest()  # a name may hold one
     return digest[:24]
 
 

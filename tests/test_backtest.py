@@ -428,6 +428,46 @@ def test_screening_in_processes_gives_the_single_process_result(tmp_path: Path, 
     assert stats.reused > 0 and stats.screened > 0
 
 
+def nasty(recording: Path) -> None:
+    """Mix into a recording what a real one may hold: a covered account with a lone surrogate in
+    its name, NaN figures, a value that is not an object, blank and junk lines, a frame without
+    pos, time going back and a repeated timestamp."""
+    records = [json.loads(line) for line in recording.read_text(encoding="utf-8").splitlines()]
+    lines = [json.dumps(rec) for rec in records]
+    frame = json.loads(records[40]["frame"])
+    odd = {"BINANCE-AAZ07-UM\ud800": frame["pos"][LOW], LOW: "not an object"}
+    t = records[40]["received_at"]
+    balance = '"USDTwalletBalance": '
+    nan_balance = balance + 'NaN, "x": '
+    assert balance in records[60]["frame"]
+    lines[41:41] = [
+        json.dumps({"received_at": t + 0.01, "frame": json.dumps({"pos": odd})}),
+        "",
+        "junk",
+        json.dumps({"received_at": t + 0.02, "frame": '{"other": 1}'}),
+        json.dumps({"received_at": t - 3.0, "frame": records[10]["frame"]}),
+        json.dumps({"received_at": t + 0.02, "frame": records[60]["frame"].replace(balance, nan_balance)}),
+        json.dumps({"received_at": t + 0.02, "frame": records[61]["frame"]}),
+    ]
+    recording.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_screening_in_processes_is_exact_on_a_nasty_recording(tmp_path: Path) -> None:
+    plan = plan_of(AGREEMENT_CONFIG)
+    scenario = preset("demo", accounts=2, okx=False, delta_at=2.0)
+    recording = write_recording(tmp_path / "nasty.jsonl", scenario, 45, repeat=2)
+    nasty(recording)
+    single, single_stats = replay(plan, recording)
+    unscreened, _ = replay(plan, recording, Options(screen=False, reuse=False))
+    with ReplayPool(plan, recording, Options(), 3) as pool:
+        pooled = list(collect(plan, pool.items()))
+        stats = pool.stats()
+    assert [f.alert for f in single] == [f.alert for f in unscreened] == [f.alert for f in pooled]
+    assert stats == single_stats
+    assert (stats.bad_lines, stats.malformed_frames, stats.quarantined) == (1, 1, 1)
+    assert any("\ud800" in f.alert.account for f in single)  # the odd account is evaluated too
+
+
 def test_stretches_start_at_lines(tmp_path: Path) -> None:
     path = tmp_path / "lines"
     path.write_bytes(b"a" * 10 + b"\n" + b"b" * 3 + b"\n" + b"c\n")

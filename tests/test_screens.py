@@ -14,11 +14,15 @@ import pytest
 from pydantic import BaseModel
 
 from ingestor.normalize import normalize_account
+from shared.config import parse
 from shared.feed import KeyLayout
 from simulator.frames import FrameGenerator, preset
 from workers.checks import delta, low_balance, margin_risk, okx_hedge, stale_data
 from workers.checks.base import CheckSpec
+from workers.plan import build
 from workers.registry import Registry
+from workers.runner import assess, quiet_states
+from workers.state import KeyState
 
 ACC = "BINANCE-AAZ01-UM"
 T = 1_700_000_000.0
@@ -139,3 +143,47 @@ def test_age_screen_never_hides_stale_data(max_age: float) -> None:
         assert maybe or not breached, (age, max_age)
         settled += not maybe
     assert 0 < settled < 6
+
+
+QUIET_CONFIG = """
+checks:
+  low:
+    check: low_balance
+    accounts: ["BINANCE-*"]
+    cooldown: 30
+    resolved: true
+  delta:
+    check: delta
+    accounts: ["BINANCE-*"]
+    delay: 5
+    cooldown: 60
+"""
+
+
+def test_quiet_states_are_the_states_assess_writes_when_it_sends_nothing() -> None:
+    """The backtest moves a pair from the screeners' (key, breached) verdicts alone unless an
+    alert is due: the states must be assess's, and None exactly when assess sends an alert."""
+    plan = build(parse(QUIET_CONFIG, "quiet.yaml"), Registry.discover())
+    rng = random.Random("quiet")
+    stepped = assessed = 0
+    for bound in (plan.get("low"), plan.get("delta")):
+        assert bound is not None
+        prior: dict[str, KeyState] = {}
+        for i, obj in enumerate(objects(rng, 3000)):
+            now = T + i * rng.choice([0.2, 1.0, 7.0, 40.0])
+            snap = normalize_account(ACC, obj, observed_at=now)
+            result = assess(bound, ACC, snap, now, prior, now)
+            try:
+                verdicts = [(f.key, f.breached) for f in bound.check.evaluate(snap, bound.params, now)]
+            except ValueError:
+                prior = result.states  # assess reported the error; nothing to compare
+                continue
+            states = quiet_states(bound, prior, now, verdicts)
+            if result.alerts:
+                assert states is None
+                assessed += 1
+            else:
+                assert states == result.states
+                stepped += 1
+            prior = {k: s for k, s in result.states.items() if s != KeyState()}
+    assert stepped > 100 and assessed > 10

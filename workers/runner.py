@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -83,6 +83,21 @@ def assess(
     if event == "resolve":
         alerts.append(_error_alert(bound, account, now, clock, "resolved", "The check runs normally again."))
     return Assessment(states, alerts)
+
+
+def quiet_states(
+    bound: Bound, prior: Mapping[str, KeyState], now: float, verdicts: Sequence[tuple[str, bool]]
+) -> dict[str, KeyState] | None:
+    """Pure: the states :func:`assess` would write for an evaluation whose findings have these
+    ``(key, breached)`` verdicts, when it would send no alert; None when it would send one (a
+    key fires or resolves, or the check's error resolves): then only assess can tell what."""
+    states: dict[str, KeyState] = {}
+    for key, breached in verdicts:
+        states[key], event = step(prior.get(key, KeyState()), breached, now, bound.policy)
+        if event is not None:
+            return None
+    states[ERROR_KEY], event = step(prior.get(ERROR_KEY, KeyState()), False, now, _error_policy(bound))
+    return states if event is None else None
 
 
 def _advance(
