@@ -6,8 +6,10 @@ replayed with the legacy configuration; prints one JSON line per run.
 
 The recording is generated once with ``simulator.frames`` (steady preset, in parallel) and kept
 at ``--recording`` for the next runs. ``--repeat N`` sends every simulated frame N times in a row
-(a feed resending unchanged figures), to measure the reuse of identical account objects; the
-simulator itself changes every figure on every frame, so plain runs never reuse.
+(a feed resending unchanged figures); the simulator itself changes every figure on every frame.
+``--config`` takes another configuration (one whose thresholds make every account breach shows
+the cost of real evaluations). ``--jobs 2`` and up screen in that many processes
+(``monitorx.replay_pool``), as ``monitorx backtest --jobs`` does.
 """
 
 from __future__ import annotations

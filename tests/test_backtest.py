@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,14 +18,14 @@ from ingestor import frames
 from ingestor.frames import parse_frame
 from monitorx import cli
 from monitorx import replay as replay_module
-from monitorx.backtest import ProgressBar, main
+from monitorx.backtest import MAX_JOBS, PARALLEL_BYTES, ProgressBar, default_jobs, main
 from monitorx.replay import Fired, Options, Replay, Stats, collect, read_recording, same_object
-from monitorx.replay_pool import ReplayPool, stretches
+from monitorx.replay_pool import ReplayPool, ShareFailed, stretches
 from shared.config import parse
 from shared.keys import Keys
 from shared.models import Alert, Snapshot, parse_number
 from simulator.frames import FrameGenerator, Scenario, preset
-from workers.checks import fmt
+from workers.checks import fmt, low_balance
 from workers.plan import Plan, build
 from workers.registry import Registry
 from workers.runner import apply
@@ -293,7 +295,13 @@ def test_invalid_config_exits_1(capsys: pytest.CaptureFixture[str], tmp_path: Pa
 
 
 def test_bad_options_exit_2(capsys: pytest.CaptureFixture[str], demo: Path, demo_config: Path) -> None:
-    for bad in (["--from", "yesterday"], ["--tick", "0"], ["--output", "xml"]):
+    for bad in (
+        ["--from", "yesterday"],
+        ["--tick", "0"],
+        ["--output", "xml"],
+        ["--jobs", "0"],
+        ["--jobs", "x"],
+    ):
         with pytest.raises(SystemExit) as exc:
             main(["--config", str(demo_config), "--recording", str(demo), *bad])
         assert exc.value.code == 2
@@ -556,3 +564,24 @@ def test_nan_figures_replay_as_live(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert [f.alert for f in fast] == [f.alert for f in slow]
     assert fast_stats == slow_stats
     assert any(f.alert.check == "check_error" for f in fast)
+
+
+def test_jobs_auto_screens_large_recordings_in_processes(tmp_path: Path) -> None:
+    small = tmp_path / "small.jsonl"
+    small.write_bytes(b"x\n")
+    assert default_jobs(small) == 1
+    large = tmp_path / "large.jsonl"
+    with large.open("wb") as f:
+        f.truncate(PARALLEL_BYTES)
+    assert default_jobs(large) == max(1, min(os.cpu_count() or 1, MAX_JOBS))
+
+
+def test_a_failing_screening_process_fails_the_run(tmp_path: Path, demo: Path) -> None:
+    """The screening processes rebuild the plan from the configuration; a check they cannot find
+    (here one registered only in this process) makes them fail, and the run with them."""
+    spec = dataclasses.replace(low_balance.SPEC, name="only_here")
+    registry = Registry([*Registry.discover(plugins=False).specs.values(), spec])
+    text = "checks:\n  mine:\n    check: only_here\n    accounts: ['BINANCE-*']\n"
+    plan = build(parse(text, "mine.yaml"), registry)
+    with ReplayPool(plan, demo, Options(), 2) as pool, pytest.raises(ShareFailed, match="failed"):
+        list(pool.items())
