@@ -56,7 +56,7 @@ from workers.checks.base import Evaluate, Finding, Screen
 from workers.plan import Bound, Plan
 from workers.runner import ERROR_KEY, assess, quiet_states, report_accounts, report_alerts
 from workers.schedule import decide, next_slot
-from workers.state import KeyState, Policy, step
+from workers.state import INITIAL, KeyState
 
 DEFAULT_TICK = 5.0
 """Seconds of virtual time between two ticks (the dispatcher's MONITORX_TICK_SECONDS default)."""
@@ -263,9 +263,11 @@ def frame_at(path: Path, offset: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- state of one pair
 
 
-def _at_rest(state: KeyState, forget_on_clear: bool) -> bool:
-    """True when a clear leaves this key as it is and sends nothing."""
-    return step(state, False, 0.0, Policy(None, 0.0, forget_on_clear)) == (state, None)
+def at_rest(state: KeyState, forget_on_clear: bool) -> bool:
+    """True when a clear leaves this key as it is and sends nothing (``workers.state._clear``:
+    it resolves a firing key, ends the delay clock and, with ``forget_on_clear``, forgets the
+    last alert; ``tests/test_backtest.py`` checks this against ``step``)."""
+    return not state.firing and state.since is None and (state.last_alert is None or not forget_on_clear)
 
 
 @dataclass
@@ -281,11 +283,11 @@ class PairState:
     def absorb(self, states: Mapping[str, KeyState], forget_on_clear: bool) -> None:
         """Write an assessment's states as ``apply`` does: a key at its initial state is deleted."""
         for key, state in states.items():
-            if state == KeyState():
+            if state == INITIAL:
                 self.states.pop(key, None)
             else:
                 self.states[key] = state
-        self.quiet = all(_at_rest(s, forget_on_clear and key != ERROR_KEY) for key, s in self.states.items())
+        self.quiet = all(at_rest(s, forget_on_clear and key != ERROR_KEY) for key, s in self.states.items())
 
 
 def _findings(bound: Bound, snap: Snapshot | None, now: float) -> Findings | None:

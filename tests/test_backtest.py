@@ -19,7 +19,7 @@ from ingestor.frames import parse_frame
 from monitorx import cli
 from monitorx import replay as replay_module
 from monitorx.backtest import MAX_JOBS, PARALLEL_BYTES, ProgressBar, default_jobs, main
-from monitorx.replay import Fired, Options, Replay, Stats, collect, read_recording, same_object
+from monitorx.replay import Fired, Options, Replay, Stats, at_rest, collect, read_recording, same_object
 from monitorx.replay_pool import ReplayPool, ShareFailed, stretches
 from shared.config import parse
 from shared.keys import Keys
@@ -29,6 +29,7 @@ from workers.checks import fmt, low_balance
 from workers.plan import Plan, build
 from workers.registry import Registry
 from workers.runner import apply
+from workers.state import KeyState, Policy, step
 
 BASE = 1_700_000_000.0
 """Unix time of the first frame of the demo recordings (no report slot nearby)."""
@@ -406,9 +407,9 @@ def test_progress_bar_redraws_at_most_every_interval() -> None:
     now = [0.0]
     stream = io.StringIO()
     bar = ProgressBar(2**30, stream, interval=0.1, clock=lambda: now[0])
-    for step in range(100):
-        now[0] = step * 0.01
-        bar.update(step * 2**23)
+    for i in range(100):
+        now[0] = i * 0.01
+        bar.update(i * 2**23)
     assert stream.getvalue().count("\r") == 10
     assert bar.render(2**29, 10.0).startswith("[" + "#" * 15 + "." * 15 + "]  50.0% 0.50/1.00 GiB 10s left")
     bar.clear()
@@ -585,3 +586,12 @@ def test_a_failing_screening_process_fails_the_run(tmp_path: Path, demo: Path) -
     plan = build(parse(text, "mine.yaml"), registry)
     with ReplayPool(plan, demo, Options(), 2) as pool, pytest.raises(ShareFailed, match="failed"):
         list(pool.items())
+
+
+def test_at_rest_is_a_clear_that_changes_nothing() -> None:
+    """The replay's closed form agrees with the state machine on every kind of state."""
+    times = (None, 0.0, 100.0)
+    for since, last, firing, forget in itertools.product(times, times, (False, True), (False, True)):
+        state = KeyState(since, last, firing)
+        by_step = step(state, False, 500.0, Policy(None, 300.0, forget)) == (state, None)
+        assert at_rest(state, forget) == by_step, (state, forget)

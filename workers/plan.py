@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ class Bound:
         assert isinstance(self.spec, CheckSpec)
         return self.spec
 
-    @property
+    @cached_property
     def policy(self) -> Policy:
         spec = self.check
         inst = self.instance

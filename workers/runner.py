@@ -25,7 +25,7 @@ from shared.models import Alert, Snapshot, alert_id
 from workers import context
 from workers.checks.base import Finding, Message, ReportSpec
 from workers.plan import Bound
-from workers.state import KeyState, Policy, step
+from workers.state import INITIAL, KeyState, Policy, step
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +92,16 @@ def quiet_states(
     ``(key, breached)`` verdicts, when it would send no alert; None when it would send one (a
     key fires or resolves, or the check's error resolves): then only assess can tell what."""
     states: dict[str, KeyState] = {}
+    policy = bound.policy
     for key, breached in verdicts:
-        states[key], event = step(prior.get(key, KeyState()), breached, now, bound.policy)
+        states[key], event = step(prior.get(key, INITIAL), breached, now, policy)
         if event is not None:
             return None
-    states[ERROR_KEY], event = step(prior.get(ERROR_KEY, KeyState()), False, now, _error_policy(bound))
+    error = prior.get(ERROR_KEY)
+    if error is None:
+        states[ERROR_KEY] = INITIAL  # a clear leaves the initial state as it is
+        return states
+    states[ERROR_KEY], event = step(error, False, now, _error_policy(bound))
     return states if event is None else None
 
 

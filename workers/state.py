@@ -40,6 +40,10 @@ class KeyState:
         )
 
 
+INITIAL = KeyState()
+"""The state of a key never breached (and of one a clear has forgotten)."""
+
+
 @dataclass(frozen=True)
 class Policy:
     delay: float | None
