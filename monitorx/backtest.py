@@ -196,7 +196,7 @@ def write_summary(stats: Stats, counts: Counter[str], seconds: float, err: TextI
         f"{stats.bad_lines:,} malformed lines, {stats.malformed_frames:,} malformed frames, "
         f"{stats.quarantined:,} quarantined accounts; {stats.snapshots:,} snapshots "
         f"({stats.reused:,} reused), {stats.ticks:,} ticks, {stats.evaluations:,} evaluations "
-        f"({stats.screened:,} settled by screens)\n"
+        f"({stats.screened:,} settled by screens, {stats.stepped:,} moved from verdicts)\n"
     )
     by_check = ", ".join(f"{check} {n:,}" for check, n in sorted(counts.items())) or "none"
     err.write(f"backtest: {sum(counts.values()):,} alerts: {by_check}\n")

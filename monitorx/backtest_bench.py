@@ -87,6 +87,7 @@ def timed_run(plan: Plan, config: Path, recording: Path, options: Options, jobs:
         "reused": stats.reused,
         "evaluations": stats.evaluations,
         "screened": stats.screened,
+        "stepped": stats.stepped,
         "alerts": dict(sorted(counts.items())),
     }
 
