@@ -40,9 +40,9 @@ CHUNK = 2_000
 LEGACY = Path(__file__).resolve().parents[2] / "shared" / "legacy" / "features.json"
 
 
-def _chunk(args: tuple[int, int, int, float, int]) -> bytes:
-    first, stop, accounts, hz, repeat = args
-    generator = FrameGenerator(preset("steady", accounts=accounts, okx=False))
+def _chunk(args: tuple[int, int, int, float, int, float]) -> bytes:
+    first, stop, accounts, hz, repeat, strings = args
+    generator = FrameGenerator(preset("steady", accounts=accounts, okx=False, string_share=strings))
     lines = []
     for i in range(first, stop):
         text = generator.text((i // repeat) * repeat / hz)
@@ -50,8 +50,8 @@ def _chunk(args: tuple[int, int, int, float, int]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def generate(path: Path, frames: int, accounts: int, hz: float, repeat: int) -> None:
-    jobs = [(i, min(i + CHUNK, frames), accounts, hz, repeat) for i in range(0, frames, CHUNK)]
+def generate(path: Path, frames: int, accounts: int, hz: float, repeat: int, strings: float = 0.25) -> None:
+    jobs = [(i, min(i + CHUNK, frames), accounts, hz, repeat, strings) for i in range(0, frames, CHUNK)]
     started = time.perf_counter()
     tmp = path.with_suffix(".partial")
     with mp.get_context("spawn").Pool() as pool, tmp.open("wb") as out:
@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hz", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=1, help="send every simulated frame N times in a row")
     parser.add_argument(
+        "--strings", type=float, default=0.25, help="share of figures sent as numeric strings (0 to 1)"
+    )
+    parser.add_argument(
         "--recording", type=Path, help="default: /tmp/monitorx-backtest-<frames>x<repeat>.jsonl"
     )
     parser.add_argument("--config", type=Path, default=LEGACY)
@@ -135,9 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    recording = args.recording or Path(f"/tmp/monitorx-backtest-{args.frames}x{args.repeat}.jsonl")
+    suffix = "" if args.strings == 0.25 else f"-s{args.strings:g}"
+    recording = args.recording or Path(f"/tmp/monitorx-backtest-{args.frames}x{args.repeat}{suffix}.jsonl")
     if not recording.exists():
-        generate(recording, args.frames, args.accounts, args.hz, args.repeat)
+        generate(recording, args.frames, args.accounts, args.hz, args.repeat, args.strings)
     plan = load_plan(args.config)
     options = Options(reuse=args.reuse, screen=args.screen)
     if args.profile:
