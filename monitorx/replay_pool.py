@@ -48,6 +48,10 @@ STRETCHES_PER_JOB = 8
 """Stretches per screening process, dealt in turn: the ordered phase takes them in order, so
 small stretches keep every process busy to the end (with one stretch each, the last one's
 scans would be applied alone after the others had finished)."""
+QUEUED_BATCHES = 64
+"""Batches a screening process may have waiting before it pauses: more than a stretch of a day's
+recording (so it works on its next stretch while this process applies another's), and a bound
+on the memory they hold (a few MB, tens when every pair breaches)."""
 POLL_SECONDS = 0.1
 FRAMES_KEPT = 8
 """Frames read again that the ordered phase keeps decoded (a tick reads the newest few)."""
@@ -159,7 +163,7 @@ class ReplayPool:
         self.replay = Replay(plan, options, fetch=self.frames)
         spans = stretches(recording, jobs * STRETCHES_PER_JOB) if jobs > 1 else stretches(recording, 1)
         jobs = min(jobs, len(spans))
-        self._queues = [ctx.Queue() for _ in range(jobs)]
+        self._queues = [ctx.Queue(maxsize=QUEUED_BATCHES) for _ in range(jobs)]
         self._stats: list[Stats | None] = [None] * len(spans)
         self._procs: list[SpawnProcess] = [
             ctx.Process(
