@@ -664,7 +664,7 @@ class Replay:
                 entry.findings[name] = found
         if found is not None and route.pair.quiet and not _any_breached(found):
             return
-        self._assess(route.bound, route.pair, account, snap, t, self._order(rank, route))
+        self._assess(route.bound, route.pair, account, snap, t, self._order(rank, route), found)
 
     def _latest_snapshot(self, account: str) -> Snapshot | None:
         entry = self._latest.get(account)
@@ -714,13 +714,21 @@ class Replay:
         found = _findings(bound, snap, now)
         if found is not None and pair.quiet and not _any_breached(found):
             return
-        self._assess(bound, pair, account, snap, now, order)
+        self._assess(bound, pair, account, snap, now, order, found)
 
     def _assess(
-        self, bound: Bound, pair: PairState, account: str, snap: Snapshot | None, now: float, order: Order
+        self,
+        bound: Bound,
+        pair: PairState,
+        account: str,
+        snap: Snapshot | None,
+        now: float,
+        order: Order,
+        found: Findings | None = None,
     ) -> None:
-        """Move the pair's state as ``apply`` does and keep the alerts."""
-        result = assess(bound, account, snap, now, pair.states, now)
+        """Move the pair's state as ``apply`` does and keep the alerts (``found``: the findings
+        of this evaluation when already computed; None evaluates, and reports an error)."""
+        result = assess(bound, account, snap, now, pair.states, now, found)
         pair.absorb(result.states, bound.check.forget_on_clear)
         self._out.extend(Fired(order._replace(nth=i), now, a) for i, a in enumerate(result.alerts))
 

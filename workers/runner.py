@@ -69,11 +69,18 @@ def run_check(instance: str, account: str, at: float | None = None) -> str:
 
 
 def assess(
-    bound: Bound, account: str, snap: Snapshot | None, now: float, prior: Mapping[str, KeyState], clock: float
+    bound: Bound,
+    account: str,
+    snap: Snapshot | None,
+    now: float,
+    prior: Mapping[str, KeyState],
+    clock: float,
+    found: Sequence[Finding] | None = None,
 ) -> Assessment:
-    """Pure: evaluate, advance every key, render the alerts of this evaluation."""
+    """Pure: evaluate (unless the caller has the findings of this very evaluation), advance every
+    key, render the alerts of this evaluation."""
     try:
-        findings = list(bound.check.evaluate(snap, bound.params, now))
+        findings = list(bound.check.evaluate(snap, bound.params, now) if found is None else found)
         states, fired, resolved = _advance(findings, prior, now, bound.policy)
         alerts = _check_alerts(bound, account, snap, now, clock, findings, fired, resolved)
     except Exception as exc:  # noqa: BLE001 - any failure of check code is reported, never raised
