@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint unit bench clean
+.PHONY: install demo test lint unit bench bench-backtest clean
 
 install: $(STAMP)
 
@@ -32,6 +32,11 @@ test: lint unit
 
 bench: install
 	$(BIN)/monitorx bench $(ARGS)
+
+# A simulated day through `monitorx backtest` (generates a 10.6 GiB recording in /tmp once);
+# ARGS="--frames 60000" for a shorter run extrapolated to the day.
+bench-backtest: install
+	$(BIN)/python -m monitorx.backtest_bench --jobs 1,2 $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
