@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from monitorx.replay import DEFAULT_TICK, Fired, Item, Options, Replay, Stats, collect, read_recording
+from monitorx.replay import DEFAULT_TICK, Fired, Options, Replay, Stats, read_recording
 from monitorx.replay_pool import ReplayPool, ShareFailed
 from shared.cli import config_or_exit
 from shared.lifecycle import setup_logging
@@ -208,8 +208,8 @@ def write_summary(stats: Stats, counts: Counter[str], seconds: float, err: TextI
 
 def replay_items(
     plan: Plan, recording: Path, options: Options, jobs: int, bar: ProgressBar | None
-) -> tuple[AbstractContextManager[object], Iterator[Item], Callable[[], Stats]]:
-    """The ordered items of the replay, screened in this process or in ``jobs`` processes."""
+) -> tuple[AbstractContextManager[object], Iterator[Fired], Callable[[], Stats]]:
+    """The alerts of the replay in order, screened in this process or in ``jobs`` processes."""
     progress = bar.update if bar is not None else None
     if jobs <= 1:
         replay = Replay(plan, options)
@@ -238,7 +238,7 @@ def run(plan: Plan, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     context, items, stats = replay_items(plan, args.recording, options, jobs, bar)
     try:
         with context:
-            counts = write_alerts(collect(plan, items), args.output, out, bar)
+            counts = write_alerts(items, args.output, out, bar)
         out.flush()
     except ShareFailed as exc:
         err.write(f"monitorx backtest: {exc}\n")

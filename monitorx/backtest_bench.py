@@ -27,9 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from monitorx.backtest import write_alerts
-from monitorx.replay import Options, Replay, Stats, collect, decode, read_recording
-from monitorx.replay_pool import ReplayPool
+from monitorx.backtest import replay_items, write_alerts
+from monitorx.replay import Options, Replay, Stats, decode, read_recording
 from simulator.frames import FrameGenerator, preset
 from workers.plan import Plan, load_plan
 
@@ -62,19 +61,13 @@ def generate(path: Path, frames: int, accounts: int, hz: float, repeat: int, str
     print(f"generated {path} ({path.stat().st_size / 2**30:.2f} GiB) in {took:.0f} s", file=sys.stderr)
 
 
-def timed_run(plan: Plan, config: Path, recording: Path, options: Options, jobs: int) -> dict[str, object]:
-    sink = io.StringIO()
+def timed_run(plan: Plan, recording: Path, options: Options, jobs: int) -> dict[str, object]:
+    """One run as ``monitorx backtest --jobs N --output jsonl`` makes it (output discarded)."""
     started = time.perf_counter()
-    if jobs <= 1:
-        replay = Replay(plan, options)
-        counts = write_alerts(
-            collect(plan, replay.run(read_recording(recording, replay.stats))), "jsonl", sink, None
-        )
-        stats = replay.stats
-    else:
-        with ReplayPool(plan, recording, options, jobs) as pool:
-            counts = write_alerts(collect(plan, pool.items()), "jsonl", sink, None)
-        stats = pool.stats()
+    context, items, replay_stats = replay_items(plan, recording, options, jobs, None)
+    with context:
+        counts = write_alerts(items, "jsonl", io.StringIO(), None)
+    stats = replay_stats()
     seconds = time.perf_counter() - started
     return {
         "jobs": jobs,
@@ -106,7 +99,7 @@ def profile(plan: Plan, recording: Path, options: Options, top: int) -> None:
     profiler = cProfile.Profile()
     profiler.enable()
     replay = Replay(plan, options)
-    for _ in collect(plan, replay.run(read_recording(recording, replay.stats))):
+    for _ in replay.run(read_recording(recording, replay.stats)):
         pass
     profiler.disable()
     pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(top)
@@ -151,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(parse_floor(recording)), flush=True)
         print(json.dumps(parse_floor(recording, decode)), flush=True)
     for jobs in (int(j) for j in args.jobs.split(",")):
-        print(json.dumps(timed_run(plan, args.config, recording, options, jobs)), flush=True)
+        print(json.dumps(timed_run(plan, recording, options, jobs)), flush=True)
     return 0
 
 

@@ -64,53 +64,12 @@ DEFAULT_TICK = 5.0
 Findings = tuple[Finding, ...]
 
 
-class Order(NamedTuple):
-    """Where an item comes in the replay; the same in every share of a parallel replay."""
-
-    event: int
-    """Number of the frame or tick (frames and ticks share one count)."""
-    phase: int
-    """0 a frame's evaluations, 1 a tick's evaluations, 2 a tick's reports, 3 a watermark."""
-    rank: int
-    """The account's position in the frame; on a tick, the instance's position."""
-    account: str
-    """On a tick, the account (ticks go through accounts in sorted order, as the dispatcher does)."""
-    bound: int
-    """The instance's position in the account's routes (frames)."""
-    nth: int
-    """The alert's position in its assessment."""
-
-
 @dataclass(frozen=True)
 class Fired:
     """An alert the pipeline would have sent, at virtual time ``at``."""
 
-    order: Order
     at: float
     alert: Alert
-
-
-@dataclass(frozen=True)
-class ReportPart:
-    """A report slot due at ``at``, with the newest snapshots of the accounts one engine owns."""
-
-    order: Order
-    at: float
-    instance: str
-    slot: float
-    late: bool
-    snapshots: dict[str, Snapshot | None]
-    seen: frozenset[str]
-
-
-@dataclass(frozen=True)
-class Mark:
-    """A watermark: the engine has emitted everything before ``order``."""
-
-    order: Order
-
-
-Item = Fired | ReportPart | Mark
 
 
 @dataclass(frozen=True)
@@ -288,11 +247,6 @@ class PairState:
             else:
                 self.states[key] = state
         self.quiet = all(at_rest(s, forget_on_clear and key != ERROR_KEY) for key, s in self.states.items())
-
-
-def _findings(bound: Bound, snap: Snapshot | None, now: float) -> Findings | None:
-    """The check's findings, or None when it raises (assess then reports the error)."""
-    return _run(bound.check.evaluate, snap, bound.params, now)
 
 
 def _run(evaluate: Evaluate[Any], snap: Snapshot | None, params: BaseModel, now: float) -> Findings | None:
@@ -537,20 +491,19 @@ class Replay:
         self._slots: dict[str, float] = {}
         self._due: dict[str, float] = {}
         """Instance -> its next slot after the last one handled."""
-        self._out: list[Item] = []
-        self._event = 0
+        self._out: list[Fired] = []
         self._seq = 0
         self._t0: float | None = None
         self._last: float | None = None
         self.offset = 0
         """Byte offset of the newest frame applied (progress)."""
 
-    def run(self, records: Iterable[tuple[float, str]]) -> Iterator[Item]:
-        """Replay ``(received_at, frame text)`` records; yields alerts, report parts, watermarks."""
+    def run(self, records: Iterable[tuple[float, str]]) -> Iterator[Fired]:
+        """Replay ``(received_at, frame text)`` records; yields the alerts in order."""
         screener = Screener(self.plan, self.options, self.stats)
         return self.apply(screener.scan((-1, t, text) for t, text in records))
 
-    def apply(self, scans: Iterable[tuple[Scan, dict[str, Any] | None]]) -> Iterator[Item]:
+    def apply(self, scans: Iterable[tuple[Scan, dict[str, Any] | None]]) -> Iterator[Fired]:
         """Replay scans in recording order, each with its frame's ``pos`` or None (then objects
         are fetched when needed)."""
         for scan, pos in scans:
@@ -561,9 +514,8 @@ class Replay:
             self._ticks_until(self._last, inclusive=True)
         yield from self._drain()
 
-    def _drain(self) -> list[Item]:
+    def _drain(self) -> list[Fired]:
         out, self._out = self._out, []
-        out.append(Mark(Order(self._event, 3, 0, "", 0, 0)))
         return out
 
     # -------------------------------------------------------- frames
@@ -574,7 +526,6 @@ class Replay:
         if self._t0 is None:
             self._t0 = t
         self._last = t if self._last is None else max(self._last, t)
-        self._event += 1
         self.offset = scan.offset
         if scan.size < 0:
             return
@@ -590,7 +541,7 @@ class Replay:
                 routes = self._routes[account] = self._routes_of(account)
             obj = None if pos is None else pos[account]
             entry = _Entry(account, obj, scan.offset, t, base + rank + 1)
-            self._account(rank, account, entry, mask, verdicts[i] if verdicts else NO_VERDICTS, routes)
+            self._account(account, entry, mask, verdicts[i] if verdicts else NO_VERDICTS, routes)
 
     def _routes_of(self, account: str) -> tuple[_Route, ...]:
         return tuple(
@@ -608,7 +559,6 @@ class Replay:
 
     def _account(
         self,
-        rank: int,
         account: str,
         entry: _Entry,
         mask: int,
@@ -632,9 +582,9 @@ class Replay:
                 continue
             verdict = verdicts.get(route.index)
             if verdict is None:
-                self._on_snapshot(route, account, entry, t, rank)
+                self._on_snapshot(route, account, entry, t)
             elif not self._step(route, verdict, t):
-                self._assess(route.bound, pair, account, self._snapshot(entry), t, self._order(rank, route))
+                self._assess(route.bound, pair, account, self._snapshot(entry), t)
 
     def _step(self, route: _Route, verdict: Sequence[tuple[str, bool]], t: float) -> bool:
         """Move the pair from a screener's verdict alone, as assess would; False when an alert is
@@ -650,10 +600,7 @@ class Replay:
         pair.absorb(states, route.bound.check.forget_on_clear)
         return True
 
-    def _order(self, rank: int, route: _Route) -> Order:
-        return Order(self._event, 0, rank, "", route.index, 0)
-
-    def _on_snapshot(self, route: _Route, account: str, entry: _Entry, t: float, rank: int) -> None:
+    def _on_snapshot(self, route: _Route, account: str, entry: _Entry, t: float) -> None:
         """``_evaluate`` of a frame's snapshot, findings reused for an identical object."""
         name = route.bound.name
         snap = self._snapshot(entry)
@@ -664,7 +611,7 @@ class Replay:
                 entry.findings[name] = found
         if found is not None and route.pair.quiet and not _any_breached(found):
             return
-        self._assess(route.bound, route.pair, account, snap, t, self._order(rank, route), found)
+        self._assess(route.bound, route.pair, account, snap, t, found)
 
     def _latest_snapshot(self, account: str) -> Snapshot | None:
         entry = self._latest.get(account)
@@ -698,7 +645,7 @@ class Replay:
             pair = self._pairs[(instance, account)] = PairState()
         return pair
 
-    def _evaluate(self, bound: Bound, account: str, now: float, order: Order) -> None:
+    def _evaluate(self, bound: Bound, account: str, now: float) -> None:
         """One evaluation on a tick, as ``workers.runner.apply`` runs it, on the account's newest
         snapshot (built only when the check's ``age_screen`` cannot settle it)."""
         pair = self._pair(bound.name, account)
@@ -711,10 +658,10 @@ class Replay:
             self.stats.screened += 1
             return
         snap = None if entry is None else self._snapshot(entry)
-        found = _findings(bound, snap, now)
+        found = _run(bound.check.evaluate, snap, bound.params, now)
         if found is not None and pair.quiet and not _any_breached(found):
             return
-        self._assess(bound, pair, account, snap, now, order, found)
+        self._assess(bound, pair, account, snap, now, found)
 
     def _assess(
         self,
@@ -723,14 +670,13 @@ class Replay:
         account: str,
         snap: Snapshot | None,
         now: float,
-        order: Order,
         found: Findings | None = None,
     ) -> None:
         """Move the pair's state as ``apply`` does and keep the alerts (``found``: the findings
         of this evaluation when already computed; None evaluates, and reports an error)."""
         result = assess(bound, account, snap, now, pair.states, now, found)
         pair.absorb(result.states, bound.check.forget_on_clear)
-        self._out.extend(Fired(order._replace(nth=i), now, a) for i, a in enumerate(result.alerts))
+        self._out.extend(Fired(now, a) for a in result.alerts)
 
     # -------------------------------------------------------- ticks
 
@@ -748,16 +694,14 @@ class Replay:
     def _tick(self, now: float) -> None:
         """The time-driven checks of every account they cover, then the report slots."""
         assert self._t0 is not None
-        self._event += 1
         unseen_due = now - self._t0 >= self.plan.config.stale_after
-        for rank, bound in enumerate(self._ticking):
+        for bound in self._ticking:
             for account in bound.tick_accounts(self._latest, unseen_due):
-                order = Order(self._event, 1, rank, account, 0, 0)
-                self._evaluate(bound, account, now, order)
+                self._evaluate(bound, account, now)
         self._report_slots(now)
 
     def _report_slots(self, now: float) -> None:
-        for rank, bound in enumerate(self._reports):
+        for bound in self._reports:
             inst = bound.instance
             last = self._slots.get(inst.name)
             if last is not None and now < self._due[inst.name]:
@@ -768,41 +712,6 @@ class Replay:
             self._slots[inst.name] = decision.slot
             self._due[inst.name] = next_slot(bound.schedule, decision.slot)
             if decision.action == "send":
-                self._out.append(self._report_part(rank, bound, now, decision.slot, decision.late))
-
-    def _report_part(self, rank: int, bound: Bound, now: float, slot: float, late: bool) -> ReportPart:
-        accounts = report_accounts(bound, self._latest)
-        snapshots = {a: self._latest_snapshot(a) for a in accounts}
-        order = Order(self._event, 2, rank, "", 0, 0)
-        return ReportPart(order, now, bound.name, slot, late, snapshots, frozenset(self._latest))
-
-
-# ---------------------------------------------------------------- reports and output order
-
-
-def _report(plan: Plan, parts: list[ReportPart]) -> list[Fired]:
-    """The alerts of one report slot from every share's part, as ``run_report`` builds them."""
-    first = parts[0]
-    bound = plan.get(first.instance)
-    assert bound is not None
-    seen = frozenset().union(*(p.seen for p in parts))
-    newest = {a: s for p in parts for a, s in p.snapshots.items()}
-    snapshots = {a: newest.get(a) for a in report_accounts(bound, seen)}
-    alerts = report_alerts(bound, snapshots, first.slot, first.late, first.at)
-    return [Fired(first.order._replace(nth=i), first.at, a) for i, a in enumerate(alerts)]
-
-
-def collect(plan: Plan, items: Iterable[Item]) -> Iterator[Fired]:
-    """Alerts in order: report parts of one slot (adjacent in an ordered stream) become the
-    report's alerts, watermarks are dropped."""
-    parts: list[ReportPart] = []
-    for item in items:
-        if parts and not (isinstance(item, ReportPart) and item.order[:3] == parts[0].order[:3]):
-            yield from _report(plan, parts)
-            parts = []
-        if isinstance(item, ReportPart):
-            parts.append(item)
-        elif isinstance(item, Fired):
-            yield item
-    if parts:
-        yield from _report(plan, parts)
+                snapshots = {a: self._latest_snapshot(a) for a in report_accounts(bound, self._latest)}
+                alerts = report_alerts(bound, snapshots, decision.slot, decision.late, now)
+                self._out.extend(Fired(now, a) for a in alerts)

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from monitorx.replay import (
-    Item,
+    Fired,
     Options,
     Replay,
     Scan,
@@ -188,7 +188,7 @@ class ReplayPool:
                 proc.terminate()
             proc.join(timeout=10)
 
-    def items(self) -> Iterator[Item]:
+    def items(self) -> Iterator[Fired]:
         return self.replay.apply((scan, None) for k in range(len(self._stats)) for scan in self._scans(k))
 
     def stats(self) -> Stats:

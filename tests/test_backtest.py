@@ -19,7 +19,7 @@ from ingestor.frames import parse_frame
 from monitorx import cli
 from monitorx import replay as replay_module
 from monitorx.backtest import MAX_JOBS, PARALLEL_BYTES, ProgressBar, default_jobs, main
-from monitorx.replay import Fired, Options, Replay, Stats, at_rest, collect, read_recording, same_object
+from monitorx.replay import Fired, Options, Replay, Stats, at_rest, read_recording, same_object
 from monitorx.replay_pool import ReplayPool, ShareFailed, stretches
 from shared.config import parse
 from shared.keys import Keys
@@ -109,7 +109,7 @@ def plan_of(text: str) -> Plan:
 
 def replay(plan: Plan, recording: Path, options: Options | None = None) -> tuple[list[Fired], Stats]:
     engine = Replay(plan, options or Options())
-    fired = list(collect(plan, engine.run(read_recording(recording, engine.stats))))
+    fired = list(engine.run(read_recording(recording, engine.stats)))
     return fired, engine.stats
 
 
@@ -427,7 +427,7 @@ def test_screening_in_processes_gives_the_single_process_result(tmp_path: Path, 
     spoil(recording, range(50, 56), OTHER, "USDTwalletBalance")
     single, single_stats = replay(plan, recording)
     with ReplayPool(plan, recording, Options(), jobs) as pool:
-        pooled = list(collect(plan, pool.items()))
+        pooled = list(pool.items())
         stats = pool.stats()
     assert len(stretches(recording, jobs)) == jobs
     assert [f.alert for f in pooled] == [f.alert for f in single]
@@ -469,7 +469,7 @@ def test_screening_in_processes_is_exact_on_a_nasty_recording(tmp_path: Path) ->
     single, single_stats = replay(plan, recording)
     unscreened, _ = replay(plan, recording, Options(screen=False, reuse=False))
     with ReplayPool(plan, recording, Options(), 3) as pool:
-        pooled = list(collect(plan, pool.items()))
+        pooled = list(pool.items())
         stats = pool.stats()
     assert [f.alert for f in single] == [f.alert for f in unscreened] == [f.alert for f in pooled]
     assert stats == single_stats
