@@ -15,22 +15,14 @@ from dataclasses import dataclass
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidProxy, InvalidStatus, InvalidURI
 
+from shared.backoff import BackoffPolicy, backoff_delay
+
 LOUD_AFTER = 3
 """Consecutive failures after which even ordinary disconnects are logged at ERROR."""
 
 
 class SilenceTimeout(Exception):
     """The watchdog fired: connected, but no frame for ``silence_timeout`` seconds."""
-
-
-@dataclass(frozen=True)
-class BackoffPolicy:
-    """Delays grow from ``minimum`` by ``factor`` per consecutive failure, capped at ``maximum``."""
-
-    minimum: float
-    maximum: float
-    stable_after: float
-    factor: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -51,19 +43,6 @@ class Decision:
     failures: int
     level: int
     reason: str
-
-
-def backoff_delay(policy: BackoffPolicy, failures: int, rand: Callable[[], float] = random.random) -> float:
-    """Delay before the next attempt after ``failures`` (>= 1) consecutive unhealthy sessions.
-
-    The base is ``minimum * factor**(failures-1)`` capped at ``maximum``; the delay is drawn
-    uniformly from ``[max(minimum, base/2), base]`` ("equal jitter"): never below ``minimum``,
-    never above ``maximum``, and at least half the base, so a run of failures keeps slowing down.
-    """
-    exponent = min(max(failures - 1, 0), 64)
-    base = min(policy.maximum, policy.minimum * policy.factor**exponent)
-    low = min(base, max(policy.minimum, base / 2))
-    return low + (base - low) * rand()
 
 
 def is_healthy(outcome: SessionOutcome, policy: BackoffPolicy) -> bool:

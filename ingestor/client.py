@@ -24,9 +24,10 @@ import redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.frames import CloseCode
 
-from ingestor.backoff import BackoffPolicy, SessionOutcome, SilenceTimeout, backoff_delay, decide
+from ingestor.backoff import SessionOutcome, SilenceTimeout, decide
 from ingestor.ingest import Ingestor
 from ingestor.record import Recorder
+from shared.backoff import BackoffPolicy, backoff_delay
 from shared.settings import IngestSettings
 
 log = logging.getLogger(__name__)

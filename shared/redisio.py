@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import Any
+import random
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from shared.backoff import BackoffPolicy, backoff_delay
 from shared.keys import Keys
 from shared.models import Snapshot
 
@@ -37,6 +40,87 @@ def connect(url: str, *, decode: bool = True) -> redis.Redis:
         socket_connect_timeout=SOCKET_TIMEOUT,
     )
     return client
+
+
+REDIS_BACKOFF = BackoffPolicy(minimum=0.05, maximum=1.0)
+"""Delays between a process's attempts while Redis is unavailable: capped at 1 s, so every
+process is working again within about 2 s of Redis coming back (a command's own retries above
+take at most 0.7 s more)."""
+
+
+class Outage:
+    """One process loop's view of Redis availability: one log line when Redis becomes unavailable
+    and one when it is back (never one per attempt), and the capped, jittered delay between
+    attempts (:data:`REDIS_BACKOFF`)."""
+
+    def __init__(
+        self,
+        what: str,
+        policy: BackoffPolicy = REDIS_BACKOFF,
+        rand: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.what = what
+        self.policy = policy
+        self.failures = 0
+        self._rand = rand
+        self._clock = clock
+        self._since = 0.0
+
+    @property
+    def down(self) -> bool:
+        return self.failures > 0
+
+    def failed(self, exc: BaseException) -> float:
+        """Record a failed attempt; the seconds to wait before the next one."""
+        self.failures += 1
+        if self.failures == 1:
+            self._since = self._clock()
+            log.error("%s: Redis unavailable, retrying until it is back: %s", self.what, exc)
+        return backoff_delay(self.policy, self.failures, self._rand)
+
+    def succeeded(self) -> None:
+        """Record a successful attempt (logs the recovery once)."""
+        if self.failures:
+            log.warning(
+                "%s: Redis available again after %.1f s (%d failed attempts)",
+                *(self.what, self._clock() - self._since, self.failures),
+            )
+            self.failures = 0
+
+
+class Service(Protocol):
+    """A process loop: ``start()`` (re)creates what it needs in Redis (consumer groups...),
+    ``step()`` does one round of work."""
+
+    def start(self) -> object: ...
+
+    def step(self) -> object: ...
+
+
+class Stopping(Protocol):
+    def is_set(self) -> bool: ...
+
+    def wait(self, seconds: float) -> bool: ...
+
+
+def ride_out(service: Service, stopper: Stopping, outage: Outage) -> None:
+    """``while not stopping: step()``, riding out Redis outages of any length: after a Redis error
+    (connection refused or lost, timeout, a group missing because Redis came back empty) it waits
+    :meth:`Outage.failed`'s delay, then calls ``start()`` again before the next step, so consumer
+    groups are recreated; a Redis error never ends the loop."""
+    ready = False
+    while not stopper.is_set():
+        try:
+            if not ready:
+                service.start()
+                ready = True
+            service.step()
+        except redis.RedisError as exc:
+            ready = False
+            stopper.wait(outage.failed(exc))
+            continue
+        outage.succeeded()
 
 
 def ensure_group(r: redis.Redis, stream: str, group: str) -> None:
