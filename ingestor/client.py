@@ -28,6 +28,7 @@ from ingestor.backoff import SessionOutcome, SilenceTimeout, decide
 from ingestor.ingest import Ingestor
 from ingestor.record import Recorder
 from shared.backoff import BackoffPolicy, backoff_delay
+from shared.redisio import REDIS_BACKOFF
 from shared.settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,6 @@ CLOSE_TIMEOUT = 2.0
 """Seconds allowed for the closing handshake (a silent server may never answer it)."""
 FINAL_FLUSH_TIMEOUT = 5.0
 """Seconds allowed, when stopping, to write what is still pending."""
-REDIS_RETRY = BackoffPolicy(minimum=0.1, maximum=5.0, stable_after=0.0)
-"""Delays between attempts to write a pending batch while Redis is unavailable."""
 
 
 class GiveUp(Exception):
@@ -180,7 +179,9 @@ class GalioClient:
         self._dirty.set()
 
     async def _write_loop(self) -> None:
-        """Flush to Redis whenever frames arrived; retry with backoff while Redis fails."""
+        """Flush to Redis whenever frames arrived; while Redis fails, retry with the processes'
+        common capped backoff (shared.redisio.REDIS_BACKOFF), so writing resumes within about
+        2 s of Redis coming back."""
         failures = 0
         while True:
             await self._dirty.wait()
@@ -190,7 +191,7 @@ class GalioClient:
                 continue
             failures += 1
             self._dirty.set()
-            await asyncio.sleep(backoff_delay(REDIS_RETRY, failures, self._rand))
+            await asyncio.sleep(backoff_delay(REDIS_BACKOFF, failures, self._rand))
 
     async def _final_flush(self) -> None:
         try:

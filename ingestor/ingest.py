@@ -2,9 +2,11 @@
 
 :meth:`Ingestor.accept` parses a frame into a pending batch (no I/O) and :meth:`Ingestor.flush`
 writes the pending batch to Redis; :meth:`Ingestor.handle_frame` does both. When Redis is
-unavailable the batch is kept and the next flush retries it. Memory stays bounded: beyond
-``max_pending`` snapshots only the newest snapshot of each account is kept (the dispatcher reads
-``latest:{account}`` anyway), and only the newest ``max_pending`` quarantine entries.
+unavailable the batch is kept and the next flush retries it. Every account of every frame is
+published: memory stays bounded by the number of accounts, not of frames, because beyond
+``max_pending`` pending snapshots only the newest snapshot of each account is kept (the
+dispatcher reads ``latest:{account}`` anyway, so an older snapshot of an account adds nothing),
+and only the newest ``max_pending`` quarantine entries (diagnostics).
 """
 
 from __future__ import annotations
@@ -26,14 +28,15 @@ from shared.keys import (
     Keys,
 )
 from shared.models import Snapshot
-from shared.redisio import Publisher, ensure_group, safe_trim
+from shared.redisio import Outage, Publisher, ensure_group, safe_trim
 
 log = logging.getLogger(__name__)
 
 TRIM_EVERY = 1000
 """Snapshots published between two trims of the snapshot stream."""
 MAX_PENDING = 10_000
-"""Snapshots (and quarantine entries) buffered while Redis is unavailable before coalescing."""
+"""Pending snapshots past which only the newest snapshot of each account is kept (while Redis is
+unavailable, or for a frame with more accounts than this); also the most quarantine entries kept."""
 
 
 @dataclass
@@ -57,15 +60,18 @@ class _Batch:
         }
         self.counters.update({name: n for name, n in counts.items() if n})
 
-    def bound(self, limit: int) -> None:
-        """Keep at most ``limit`` entries of each kind, coalescing snapshots per account first."""
+    def bound(self, limit: int) -> tuple[int, int]:
+        """Past ``limit`` pending snapshots keep only the newest of each account (no account is
+        ever dropped); keep the newest ``limit`` quarantine entries. Returns how many snapshots
+        were superseded and how many quarantine entries dropped."""
+        superseded = dropped = 0
         if len(self.snapshots) > limit:
-            kept = _coalesce(self.snapshots)[-limit:]
-            log.warning(
-                "Redis backlog: kept the newest of %d pending snapshots (%d)", len(self.snapshots), len(kept)
-            )
-            self.snapshots = kept
-        del self.quarantine[:-limit]
+            kept = _coalesce(self.snapshots)
+            superseded, self.snapshots = len(self.snapshots) - len(kept), kept
+        if len(self.quarantine) > limit:
+            dropped = len(self.quarantine) - limit
+            del self.quarantine[:-limit]
+        return superseded, dropped
 
 
 def _coalesce(snapshots: list[Snapshot]) -> list[Snapshot]:
@@ -112,6 +118,8 @@ class Ingestor:
         self._flush_lock = threading.Lock()
         self._group_ready = False
         self._since_trim = 0
+        self.outage = Outage("ingestor")
+        """Redis availability as the writes see it (logged once per change)."""
 
     def handle_frame(self, text: str, received_at: float) -> FrameResult:
         """Parse one frame and write it (with anything still pending) to Redis. Never raises."""
@@ -123,7 +131,7 @@ class Ingestor:
         parsed = parse_frame(text, received_at, self._clock.next)
         with self._lock:
             self._pending.add(parsed)
-            self._pending.bound(self._max_pending)
+            self._pending.bound(self._max_pending)  # only coalesces: every account is kept
         return parsed
 
     @property
@@ -143,10 +151,9 @@ class Ingestor:
             except redis.RedisError as exc:
                 self._give_back(batch)
                 self._group_ready = False  # Redis may come back empty: create the group again
-                log.warning(
-                    "Redis write failed, %d snapshot(s) kept for retry: %s", len(batch.snapshots), exc
-                )
+                self.outage.failed(exc)
                 return False
+            self.outage.succeeded()
             self._maybe_trim()
             return True
 
@@ -162,8 +169,14 @@ class Ingestor:
             batch.snapshots.extend(newer.snapshots)
             batch.quarantine.extend(newer.quarantine)
             batch.counters.update(newer.counters)
-            batch.bound(self._max_pending)
+            superseded, dropped = batch.bound(self._max_pending)
             self._pending = batch
+        if superseded or dropped:
+            log.warning(
+                "Redis unavailable: keeping the newest snapshot of each of %d accounts (%d older "
+                "snapshots superseded, %d quarantine entries dropped)",
+                *(len(batch.snapshots), superseded, dropped),
+            )
 
     def _write(self, batch: _Batch) -> None:
         """Snapshots in one round trip (Publisher), then quarantine and counters in another.
