@@ -8,7 +8,7 @@ import logging
 from dispatcher.service import Dispatcher
 from shared.cli import config_or_exit, settings_or_exit
 from shared.lifecycle import Stopper, setup_logging
-from shared.redisio import connect
+from shared.redisio import Outage, connect, ride_out
 from shared.settings import DispatchSettings
 from workers.plan import load_plan
 from workers.reload import PlanSource
@@ -40,12 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         tick_seconds=settings.tick_seconds,
         claim_idle_ms=settings.claim_idle_ms,
         source=source,
-    ).start()
+    )
     stopper = Stopper().install()
     log.info(
         "dispatcher %s routing %d instances from %s", settings.consumer, len(plan.bound), plan.config.source
     )
-    while not stopper.is_set():
-        dispatcher.step()
+    ride_out(dispatcher, stopper, Outage(f"dispatcher {settings.consumer}"))
     log.info("dispatcher stopped")
     return 0

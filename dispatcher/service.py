@@ -4,9 +4,21 @@ Each step reclaims entries a dead dispatcher left pending, reads new snapshot en
 consumer group, enqueues one job per routed (instance, account) pair, acknowledges the entries
 only after the jobs are in the queue, and on each tick enqueues the time-driven checks.
 
-Latest wins: while a pair has a job waiting (``queued:{instance}:{account}`` names it and the job
-still exists), no second one is queued; that job reads the newest snapshot when it starts, and
-deletes the marker first, so a frame arriving while it runs queues a fresh job.
+Latest wins: while a pair has a job waiting (``queued:{instance}:{account}`` names it and that
+job is still QUEUED in RQ), no second one is queued; that job reads the newest snapshot when it
+starts, and deletes the marker first, so a frame arriving while it runs queues a fresh job. A
+marker naming a job in any other state (a worker died after dequeuing it and before it cleared
+the marker: the job is STARTED, later FAILED) no longer holds the pair: the next snapshot or tick
+queues a fresh job at once.
+
+Faults: :meth:`Dispatcher.start` (re)creates the consumer group and, on its next step, handles
+the entries this consumer left pending (a restart under the same stable consumer name resumes at
+once; XAUTOCLAIM after ``claim_idle_ms`` is only for entries of other, dead dispatchers). The
+process runs under :func:`shared.redisio.ride_out`, which calls ``start()`` again after any Redis
+error, so an outage of any length, or a Redis that came back empty, is ridden out. Each tick also
+runs RQ's clean-up of abandoned jobs (a worker died mid-job), which fails them and reports them as
+``check_error`` alerts (see workers.runner.on_job_failure) within seconds of their timeout,
+rather than at a worker's next maintenance.
 """
 
 from __future__ import annotations
@@ -20,10 +32,12 @@ from typing import Any
 
 import redis
 from rq import Callback, Queue
+from rq.registry import StartedJobRegistry
 
 from shared import keys as K
 from shared.keys import Keys, job_id_part
 from shared.redisio import ensure_group
+from workers.jobs import CheckJob
 from workers.plan import Plan
 from workers.reload import PlanSource
 from workers.schedule import decide
@@ -37,10 +51,11 @@ FAILURE_TTL = 3600
 """Seconds a failed job is kept for inspection (rq's default is a year)."""
 RQ_JOB_PREFIX = "rq:job:"
 
-# KEYS[1] marker. ARGV: new job id, ttl, rq job key prefix. 1: enqueue it; 0: coalesced.
+# KEYS[1] marker. ARGV: new job id, ttl, rq job key prefix. 1: enqueue it; 0: coalesced (the
+# marker names a job still waiting in the queue; any other state means it will never run again).
 _MARK = """
 local cur = redis.call('GET', KEYS[1])
-if cur and redis.call('EXISTS', ARGV[3] .. cur) == 1 then return 0 end
+if cur and redis.call('HGET', ARGV[3] .. cur, 'status') == 'queued' then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 return 1
 """
@@ -76,21 +91,31 @@ class Dispatcher:
     _next_tick: float = 0.0
     _next_claim: float = 0.0
     _queue: Queue | None = None
+    _started: StartedJobRegistry | None = None
     _mark: Any = None
     _claim: Any = None
+    _resume: bool = False
+    """True from start() until this consumer's own pending entries are all handled."""
 
     def start(self) -> Dispatcher:
+        """(Re)create the consumer group and scripts; the next steps first handle the entries
+        this consumer left pending. Safe to call again after any Redis error."""
         ensure_group(self.r, self.keys.snapshots, K.DISPATCH_GROUP)
         self._queue = make_queue(self.rq_connection)
+        self._started = StartedJobRegistry(queue=self._queue, job_class=CheckJob)
         self._mark = self.r.register_script(_MARK)
         self._claim = self.r.register_script(_CLAIM)
         self.started_at = self.started_at or self.clock()
+        self._resume = True
         return self
 
     def step(self) -> int:
-        """One round: reclaim, read, enqueue, ack, tick. Returns the number of jobs enqueued."""
+        """One round: own pending entries, reclaim, read, enqueue, ack, tick. Returns the number
+        of jobs enqueued."""
         now = self.clock()
         enqueued = 0
+        if self._resume:
+            enqueued += self._handle(self._own_pending())
         if now >= self._next_claim:
             self._next_claim = now + self.claim_idle_ms / 1000
             enqueued += self._handle(self._reclaim())
@@ -108,6 +133,19 @@ class Dispatcher:
             K.DISPATCH_GROUP, self.consumer, {self.keys.snapshots: ">"}, count=self.batch, block=block
         )
         return [entry for _, entries in reply or [] for entry in entries]
+
+    def _own_pending(self) -> list[tuple[str, dict[str, str]]]:
+        """A page of the entries this consumer read and never acknowledged (it was killed, or
+        Redis failed between enqueue and ack), handled at once; none left ends the resume."""
+        reply: Any = self.r.xreadgroup(
+            K.DISPATCH_GROUP, self.consumer, {self.keys.snapshots: "0"}, count=self.batch
+        )
+        entries = [(eid, fields or {}) for _, found in reply or [] for eid, fields in found]
+        if entries:
+            log.info("handling %d snapshot entries this dispatcher left pending", len(entries))
+        else:
+            self._resume = False
+        return entries
 
     def _reclaim(self) -> list[tuple[str, dict[str, str]]]:
         reply: Any = self.r.xautoclaim(
@@ -132,7 +170,10 @@ class Dispatcher:
         return enqueued
 
     def tick(self, now: float) -> int:
-        """Enqueue the time-driven checks of every account they cover."""
+        """Fail the jobs of dead workers, then enqueue the time-driven checks of every account
+        they cover and the reports due."""
+        assert self._started is not None, "start() first"
+        self._started.cleanup(timestamp=now)
         members: Any = self.r.zrange(self.keys.seen, 0, -1)
         seen: set[str] = set(members)
         unseen_due = now - self.started_at >= self.plan.config.stale_after

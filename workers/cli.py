@@ -6,13 +6,13 @@ import argparse
 import logging
 
 from shared.cli import config_or_exit, settings_or_exit
-from shared.lifecycle import setup_logging
-from shared.redisio import connect
+from shared.lifecycle import Stopper, setup_logging
+from shared.redisio import Outage, connect
 from shared.settings import WorkerSettings
 from workers.context import Context
 from workers.plan import load_plan
 from workers.reload import PlanSource
-from workers.worker import make_worker
+from workers.worker import MonitorForkWorker, MonitorSimpleWorker, make_worker, run_worker
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     url = str(settings.redis_url)
     context = Context(connect(url), settings.keys, plan)
     source = PlanSource(settings.config, plan).install_sighup()
-    worker = make_worker(
-        args.kind or settings.worker_class,
-        connect(url, decode=False),
-        context,
-        name=args.name or settings.name,
-        source=source,
-    )
-    log.info(
-        "worker %s (%s) running %d instances",
-        worker.name,
-        args.kind or settings.worker_class,
-        len(plan.bound),
-    )
-    worker.work(burst=args.burst, logging_level=settings.log_level.upper(), with_scheduler=False)
+    kind = args.kind or settings.worker_class
+    rq_connection = connect(url, decode=False)
+
+    def make() -> MonitorSimpleWorker | MonitorForkWorker:
+        return make_worker(kind, rq_connection, context, name=args.name or settings.name, source=source)
+
+    log.info("worker (%s) running %d instances", kind, len(plan.bound))
+    stopper = Stopper().install()
+    run_worker(make, stopper, Outage("worker"), burst=args.burst, level=settings.log_level.upper())
     return 0

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis
+from rq.exceptions import AbandonedJobError
 
 from shared import keys as K
 from shared.keys import Keys
@@ -299,11 +300,6 @@ def on_job_failure(job: Any, connection: redis.Redis, exc_type: Any, value: Any,
     prefix = str(job.meta.get("prefix", K.DEFAULT_PREFIX))
     args = list(job.args or ())
     instance, account = (str(args[0]), str(args[1])) if len(args) >= 2 else ("?", "?")
-    reason = (
-        "the job was abandoned (worker lost)"
-        if value is None
-        else f"{getattr(exc_type, '__name__', exc_type)}: {value}"
-    )
     alert = Alert(
         id=alert_id("job-failed", job.id),
         check="check_error",
@@ -313,13 +309,25 @@ def on_job_failure(job: Any, connection: redis.Redis, exc_type: Any, value: Any,
         severity="critical",
         keys=(ERROR_KEY,),
         title=f"Check error: {instance} on {account}",
-        text=f"Job {job.id} failed: {reason}",
+        text=failure_text(job.id, exc_type, value),
         observed_at=time.time(),
         emitted_at=time.time(),
     )
     keys = Keys(prefix)
     connection.xadd(keys.alerts, {"alert": alert.model_dump_json()})
     connection.hincrby(keys.counters, K.COUNTER_CHECK_ERRORS, 1)
+
+
+def failure_text(job_id: str, exc_type: Any, value: Any) -> str:
+    """Plain words for a failed job. rq passes an ``AbandonedJobError`` (older versions None) when
+    the worker running the job died; that is said as such, not as an exception name."""
+    if value is None or isinstance(value, AbandonedJobError):
+        return (
+            f"The worker running this check died (killed or lost) before the check finished; "
+            f"job {job_id} was abandoned and is not retried. The pair is evaluated again on its "
+            f"next snapshot or tick."
+        )
+    return f"Job {job_id} failed: {getattr(exc_type, '__name__', exc_type)}: {value}"
 
 
 def run_report(instance: str, account: str, at: float, late: bool = False) -> str:

@@ -4,6 +4,7 @@ allowlisting job class, and the MonitorX context set around every job."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -12,12 +13,19 @@ from rq import Queue, SimpleWorker, Worker
 from rq.serializers import JSONSerializer
 
 from shared.keys import QUEUE_NAME
+from shared.lifecycle import Stopper
+from shared.redisio import Outage
 from workers.context import CURRENT, Context
 from workers.jobs import CheckJob
 from workers.reload import PlanSource
 
 log = logging.getLogger(__name__)
 
+ABANDON_GRACE = 10
+"""Seconds past a job's timeout after which a SimpleWorker's started job counts as abandoned
+(the failure handling after a timeout takes well under a second)."""
+REDIS_WAIT_MAX = 1.0
+"""Longest wait between a worker's attempts to dequeue while Redis is unavailable (rq: 60 s)."""
 MAINTENANCE_INTERVAL = 60
 """Seconds between RQ's registry clean-ups (its default is 600): abandoned jobs are retried and
 reported sooner."""
@@ -38,7 +46,16 @@ class _ContextMixin:
 
 
 class MonitorSimpleWorker(_ContextMixin, SimpleWorker):
-    """Runs each job in the worker process itself."""
+    """Runs each job in the worker process itself.
+
+    Its started-job entry lives ``job timeout + ABANDON_GRACE`` seconds (rq: timeout + 60): a
+    SimpleWorker stops a job at its timeout (SIGALRM), so an entry older than that means the
+    worker died, and the dispatcher's clean-up reports the job within seconds."""
+
+    def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
+        if job.timeout is None or job.timeout < 0:
+            return int(super().get_heartbeat_ttl(job, working_time))
+        return int(job.timeout) + ABANDON_GRACE
 
 
 class MonitorForkWorker(_ContextMixin, Worker):
@@ -66,6 +83,47 @@ def make_worker(
         serializer=JSONSerializer,
         maintenance_interval=MAINTENANCE_INTERVAL,
     )
+    worker.max_connection_wait_time = REDIS_WAIT_MAX
     worker.context = context
     worker.source = source
     return worker
+
+
+Worker_ = MonitorSimpleWorker | MonitorForkWorker
+
+
+def run_worker(
+    make: Callable[[], Worker_], stopper: Stopper, outage: Outage, *, burst: bool = False, level: str = "INFO"
+) -> None:
+    """Run workers until SIGTERM/SIGINT, riding out Redis outages of any length.
+
+    rq's own loop waits out a refused connection while it dequeues (at most REDIS_WAIT_MAX
+    between attempts here) but quits on a Redis error anywhere else (heartbeat, maintenance, a
+    job's bookkeeping). When it quits without being asked to, this waits until Redis answers
+    (capped backoff, one log line per outage), marks the old registration dead and starts a new
+    worker under the same name: the process never exits on a Redis outage."""
+    while not stopper.is_set():
+        worker = make()
+        try:
+            worker.work(burst=burst, logging_level=level, with_scheduler=False)
+        except redis.RedisError as exc:
+            outage.failed(exc)
+        stopper.install()  # rq's handlers are in place only while work() runs
+        if burst or worker._stop_requested:
+            return
+        _await_redis(worker, stopper, outage)
+
+
+def _await_redis(worker: Worker_, stopper: Stopper, outage: Outage) -> None:
+    """Until Redis answers again: then retire the quit worker's registration (so its name can be
+    registered anew) and return."""
+    while not stopper.is_set():
+        try:
+            worker.connection.ping()
+            worker.register_death()  # type: ignore[no-untyped-call]
+        except redis.RedisError as exc:
+            stopper.wait(outage.failed(exc))
+            continue
+        outage.succeeded()
+        log.warning("worker %s quit on a Redis error: starting it again", worker.name)
+        return

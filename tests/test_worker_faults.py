@@ -1,0 +1,86 @@
+"""Issue 9 items 1, 3 and 6, in process against a real redis-server and rq's own code: a worker that
+died holding a pair never blinds it, its job is failed and reported in plain words, and a restarted
+dispatcher handles the entries it left pending at once."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis as redis_lib
+from rq.job import JobStatus
+
+from shared.keys import Keys
+from shared.redisio import connect
+from tests.helpers import alerts_of, in_process
+from tests.test_dispatch_and_run import plan_of, snap
+from workers.worker import ABANDON_GRACE, make_worker
+
+KEYS = Keys()
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def die_holding_a_job(url: str, plan: Any) -> Any:
+    """A real rq worker that dequeues the next job and does everything rq does before running it
+    (started registry, status STARTED), then dies: the state a SIGKILL at that moment leaves. The
+    job never ran, so the pair's latest-wins marker still names it."""
+    worker = make_worker("simple", connect(url, decode=False), None)  # type: ignore[arg-type]
+    found = worker.dequeue_job_and_maintain_ttl(timeout=1)
+    assert found is not None
+    job, _ = found
+    worker.prepare_execution(job)
+    worker.prepare_job_execution(job)
+    assert job.get_status() == JobStatus.STARTED
+    return job
+
+
+def test_a_worker_dying_before_its_job_cleared_the_marker_does_not_blind_the_pair(
+    redis_url: str, r: redis_lib.Redis
+) -> None:
+    d, worker, pub = in_process(redis_url, plan_of(), tick_seconds=3600)
+    pub.publish([snap(1000.0, "20000")])  # healthy
+    d.step()
+    dead = die_holding_a_job(redis_url, plan_of())
+    assert r.get(KEYS.queued("low", "BINANCE-AAZ01-UM")) == dead.id  # the marker it never cleared
+    pub.publish([snap(1001.0, "1234.5")])  # the account breaches
+    assert d.step() >= 1  # was: coalesced into the dead job for MARKER_TTL (600 s)
+    worker.work(burst=True)
+    assert [a.account for a in alerts_of(r, "low_balance")] == ["BINANCE-AAZ01-UM"]
+
+
+def test_an_abandoned_job_is_failed_and_reported_in_plain_words_soon_after_its_timeout(
+    redis_url: str, r: redis_lib.Redis
+) -> None:
+    clock = Clock(1_000_000_000.0)
+    d, _, pub = in_process(redis_url, plan_of(), tick_seconds=0.001, job_timeout=5, clock=clock)
+    pub.publish([snap(1000.0, "20000")])
+    d.step()
+    dead = die_holding_a_job(redis_url, plan_of())
+    clock.now = time.time() + 5 + ABANDON_GRACE + 1  # the job's timeout and the grace have passed
+    d.step()  # the tick runs rq's clean-up of abandoned jobs
+    assert dead.get_status(refresh=True) == JobStatus.FAILED
+    errors = alerts_of(r, "check_error")
+    assert len(errors) == 1
+    assert "worker running this check died" in errors[0].text
+    assert "AbandonedJobError" not in errors[0].text
+
+
+def test_a_restarted_dispatcher_handles_its_own_pending_entries_at_once(
+    redis_url: str, r: redis_lib.Redis
+) -> None:
+    first, worker, pub = in_process(redis_url, plan_of(), claim_idle_ms=3_600_000, tick_seconds=3600)
+    pub.publish([snap(1000.0, "1234.5")])
+    first._read()  # read, then killed before enqueueing and acknowledging
+    assert r.xpending(KEYS.snapshots, "dispatch")["pending"] == 1
+    second, _, _ = in_process(redis_url, plan_of(), claim_idle_ms=3_600_000, tick_seconds=3600)
+    assert second.step() >= 1  # the same consumer name: its pending entry is handled now
+    assert r.xpending(KEYS.snapshots, "dispatch")["pending"] == 0
+    worker.work(burst=True)
+    assert len(alerts_of(r, "low_balance")) == 1
