@@ -1,8 +1,14 @@
 """Child-process supervision for the demo, the benchmark and end-to-end tests: a private
-redis-server, pipeline processes started with an environment, and an orderly stop."""
+redis-server, pipeline processes started with an environment, and an orderly stop.
+
+Children never outlive the supervisor: each runs in a session of its own (so a Ctrl-C reaches
+the supervisor alone, which stops them in order) and asks the kernel for SIGTERM when its parent
+dies (``PR_SET_PDEATHSIG``, Linux), so a supervisor killed with SIGKILL takes them down too.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -11,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -28,6 +34,25 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal this process gets when its parent exits."""
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn`` making the child receive SIGTERM when ``parent`` exits (Linux only;
+    elsewhere a no-op). A parent that died before the call is caught by the ``getppid`` test."""
+
+    def arm() -> None:
+        prctl = getattr(ctypes.CDLL(None), "prctl", None)
+        if prctl is None:
+            return
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
 @dataclass
@@ -67,6 +92,7 @@ class Supervisor:
             stdout=stdout,
             stderr=stderr,
             start_new_session=True,
+            preexec_fn=_die_with(os.getpid()),
         )
         child = Child(name, proc)
         self.children.append(child)
