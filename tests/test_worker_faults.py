@@ -14,7 +14,7 @@ from shared.keys import Keys
 from shared.redisio import connect
 from tests.helpers import alerts_of, in_process
 from tests.test_dispatch_and_run import plan_of, snap
-from workers.worker import ABANDON_GRACE, make_worker
+from workers.worker import ABANDON_GRACE, make_worker, retire_interrupted
 
 KEYS = Keys()
 
@@ -84,3 +84,19 @@ def test_a_restarted_dispatcher_handles_its_own_pending_entries_at_once(
     assert r.xpending(KEYS.snapshots, "dispatch")["pending"] == 0
     worker.work(burst=True)
     assert len(alerts_of(r, "low_balance")) == 1
+
+
+def test_a_job_interrupted_by_a_redis_outage_is_retired_not_reported_as_abandoned(
+    redis_url: str, r: redis_lib.Redis
+) -> None:
+    clock = Clock(1_000_000_000.0)
+    d, _, pub = in_process(redis_url, plan_of(), tick_seconds=0.001, job_timeout=5, clock=clock)
+    pub.publish([snap(1000.0, "20000")])
+    d.step()
+    worker = make_worker("simple", connect(redis_url, decode=False), None)  # type: ignore[arg-type]
+    worker.job_in_hand = die_holding_a_job(redis_url, plan_of())  # work() quit on a Redis error
+    retire_interrupted(worker)
+    clock.now = time.time() + 5 + ABANDON_GRACE + 1
+    d.step()
+    assert alerts_of(r, "check_error") == []
+    assert worker.job_in_hand is None

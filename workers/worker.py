@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 from rq import Queue, SimpleWorker, Worker
+from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
 from shared.keys import QUEUE_NAME
@@ -34,6 +35,13 @@ reported sooner."""
 class _ContextMixin:
     context: Context
     source: PlanSource | None = None
+    job_in_hand: Any = None
+    """The job being executed; still set after ``work()`` quit on a Redis error mid-job."""
+
+    def execute_job(self, job: Any, queue: Any) -> None:
+        self.job_in_hand = job
+        super().execute_job(job, queue)  # type: ignore[misc]
+        self.job_in_hand = None
 
     def perform_job(self, job: Any, queue: Any, execution: Any) -> bool:
         if self.source is not None and self.source.refresh(self.context.redis, self.context.keys):
@@ -126,4 +134,18 @@ def _await_redis(worker: Worker_, stopper: Stopper, outage: Outage) -> None:
             continue
         outage.succeeded()
         log.warning("worker %s quit on a Redis error: starting it again", worker.name)
+        retire_interrupted(worker)
         return
+
+
+def retire_interrupted(worker: Worker_) -> None:
+    """Delete the job a Redis outage interrupted (left STARTED), so it is not later reported as
+    abandoned by a dead worker: the worker is alive, and the pair's next snapshot or tick
+    evaluates it again (its latest-wins marker no longer holds it)."""
+    job, worker.job_in_hand = worker.job_in_hand, None
+    if job is None or job.get_status(refresh=True) != JobStatus.STARTED:
+        return
+    job.delete()
+    log.warning(
+        "job %s was interrupted by the Redis outage; its pair is evaluated again on its next snapshot", job.id
+    )
