@@ -4,17 +4,19 @@ dispatcher handles the entries it left pending at once."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
+import pytest
 import redis as redis_lib
 from rq.job import JobStatus
 
 from shared.keys import Keys
-from shared.redisio import connect
+from shared.redisio import Outage, connect
 from tests.helpers import alerts_of, in_process
 from tests.test_dispatch_and_run import plan_of, snap
-from workers.worker import ABANDON_GRACE, make_worker, retire_interrupted
+from workers.worker import ABANDON_GRACE, RqOutageFilter, make_worker, retire_interrupted
 
 KEYS = Keys()
 
@@ -100,3 +102,19 @@ def test_a_job_interrupted_by_a_redis_outage_is_retired_not_reported_as_abandone
     d.step()
     assert alerts_of(r, "check_error") == []
     assert worker.job_in_hand is None
+
+
+def test_rq_connection_retries_become_one_line_per_outage(caplog: pytest.LogCaptureFixture) -> None:
+    rq_log = logging.getLogger("rq.worker.test")
+    outage = Outage("worker")
+    rq_log.addFilter(RqOutageFilter(outage))
+    retry = "Worker w: could not connect to Redis instance: Error 111 connecting. retrying in 1 seconds..."
+    with caplog.at_level(logging.INFO):
+        for _ in range(5):
+            rq_log.error(retry)
+        rq_log.info("Worker w: monitorx: low BINANCE-AAZ01-UM (job)")
+    lines = [rec.getMessage() for rec in caplog.records]
+    assert not [line for line in lines if "retrying in" in line]
+    assert len([line for line in lines if "Redis unavailable" in line]) == 1
+    assert len([line for line in lines if "Redis available again" in line]) == 1
+    assert lines[-1].endswith("(job)") and outage.failures == 0

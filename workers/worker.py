@@ -100,6 +100,24 @@ def make_worker(
 Worker_ = MonitorSimpleWorker | MonitorForkWorker
 
 
+class RqOutageFilter(logging.Filter):
+    """On rq's worker logger: rq logs every failed attempt to reach Redis while it dequeues (once
+    a second here); this turns them into the process's :class:`Outage` (one line when Redis is
+    lost, one when the next rq line shows the worker at work again)."""
+
+    def __init__(self, outage: Outage) -> None:
+        super().__init__()
+        self.outage = outage
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "could not connect to Redis instance" in message:
+            self.outage.failed(ConnectionError(message.split("instance: ", 1)[-1].split(" retrying")[0]))
+            return False
+        self.outage.succeeded()
+        return True
+
+
 def run_worker(
     make: Callable[[], Worker_], stopper: Stopper, outage: Outage, *, burst: bool = False, level: str = "INFO"
 ) -> None:
@@ -110,6 +128,7 @@ def run_worker(
     job's bookkeeping). When it quits without being asked to, this waits until Redis answers
     (capped backoff, one log line per outage), marks the old registration dead and starts a new
     worker under the same name: the process never exits on a Redis outage."""
+    logging.getLogger("rq.worker").addFilter(RqOutageFilter(outage))
     while not stopper.is_set():
         worker = make()
         try:
