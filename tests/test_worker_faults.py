@@ -15,6 +15,7 @@ from rq.job import JobStatus
 from shared.keys import Keys
 from shared.redisio import Outage, connect
 from tests.helpers import alerts_of, in_process
+from tests.pipeline import rq_worker_count
 from tests.test_dispatch_and_run import plan_of, snap
 from workers.worker import ABANDON_GRACE, RqOutageFilter, make_worker, retire_interrupted
 
@@ -118,3 +119,12 @@ def test_rq_connection_retries_become_one_line_per_outage(caplog: pytest.LogCapt
     assert len([line for line in lines if "Redis unavailable" in line]) == 1
     assert len([line for line in lines if "Redis available again" in line]) == 1
     assert lines[-1].endswith("(job)") and outage.failures == 0
+
+
+def test_a_worker_registers_again_when_redis_came_back_empty(redis_url: str, r: redis_lib.Redis) -> None:
+    worker = make_worker("simple", connect(redis_url, decode=False), None)  # type: ignore[arg-type]
+    worker.register_birth()
+    assert rq_worker_count(redis_url) == 1
+    r.flushall()  # Redis restarted empty
+    assert worker.dequeue_job_and_maintain_ttl(timeout=1, max_idle_time=1) is None
+    assert rq_worker_count(redis_url) == 1

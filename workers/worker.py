@@ -4,6 +4,7 @@ allowlisting job class, and the MonitorX context set around every job."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -27,6 +28,8 @@ ABANDON_GRACE = 10
 (the failure handling after a timeout takes well under a second)."""
 REDIS_WAIT_MAX = 1.0
 """Longest wait between a worker's attempts to dequeue while Redis is unavailable (rq: 60 s)."""
+REGISTRATION_CHECK = 10.0
+"""Seconds between a worker's checks that Redis still holds its registration."""
 MAINTENANCE_INTERVAL = 60
 """Seconds between RQ's registry clean-ups (its default is 600): abandoned jobs are retried and
 reported sooner."""
@@ -37,6 +40,25 @@ class _ContextMixin:
     source: PlanSource | None = None
     job_in_hand: Any = None
     """The job being executed; still set after ``work()`` quit on a Redis error mid-job."""
+
+    _registration_due: float = 0.0
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        self.ensure_registered()
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)  # type: ignore[misc]
+
+    def ensure_registered(self) -> None:
+        """At most every REGISTRATION_CHECK seconds: register again if Redis lost this worker's
+        registration (it came back empty), so ``rq info`` keeps showing the workers at work."""
+        now = time.monotonic()
+        if now < self._registration_due:
+            return
+        self._registration_due = now + REGISTRATION_CHECK
+        worker: Any = self
+        if not worker.connection.sismember(worker.redis_workers_keys, worker.key):
+            worker.connection.delete(worker.key)
+            worker.register_birth()
+            log.warning("worker %s registered again (Redis had lost its registration)", worker.name)
 
     def execute_job(self, job: Any, queue: Any) -> None:
         self.job_in_hand = job
@@ -136,9 +158,15 @@ def run_worker(
         except redis.RedisError as exc:
             outage.failed(exc)
         stopper.install()  # rq's handlers are in place only while work() runs
-        if burst or worker._stop_requested:
+        if burst or _asked_to_stop(worker):
             return
         _await_redis(worker, stopper, outage)
+
+
+def _asked_to_stop(worker: Worker_) -> bool:
+    """Whether rq's work() returned on SIGTERM/SIGINT: rq records the request's date (an idle
+    worker stops by raising StopRequested, without setting ``_stop_requested``)."""
+    return bool(worker._stop_requested or getattr(worker, "_shutdown_requested_date", None))
 
 
 def _await_redis(worker: Worker_, stopper: Stopper, outage: Outage) -> None:
