@@ -4,7 +4,9 @@ Two tasks share one :class:`~ingestor.ingest.Ingestor`. The *session* task recei
 records them and parses them into the pending batch (CPU only, no await between receiving a
 frame and queueing it, so a stop never cuts a frame in half). The *writer* task flushes the
 batch to Redis in a worker thread, retrying with backoff while Redis is unavailable. A slow or
-absent Redis therefore never delays receiving, and the watchdog measures only the feed.
+absent Redis therefore never delays receiving, and the watchdog measures only the feed. A third
+task evaluates the feed's health (:mod:`ingestor.health`) every ``HEALTH_EVERY`` seconds and
+queues its ``feed_down`` alerts, with the feed's status hash, in the same pending batch.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +27,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.frames import CloseCode
 
 from ingestor.backoff import SessionOutcome, SilenceTimeout, decide
+from ingestor.health import FeedHealth, FeedStatus, reason_of, timestamp
 from ingestor.ingest import Ingestor
 from ingestor.record import Recorder
 from shared.backoff import BackoffPolicy, backoff_delay
@@ -39,6 +42,10 @@ CLOSE_TIMEOUT = 2.0
 """Seconds allowed for the closing handshake (a silent server may never answer it)."""
 FINAL_FLUSH_TIMEOUT = 5.0
 """Seconds allowed, when stopping, to write what is still pending."""
+HEALTH_EVERY = 0.5
+"""Seconds between two evaluations of the feed's health (the feed_down alert)."""
+ADOPT_TIMEOUT = 2.0
+"""Seconds allowed at start to read the feed's status hash (an outage in progress is adopted)."""
 
 
 class GiveUp(Exception):
@@ -51,6 +58,7 @@ class _Live:
 
     frames: int = 0
     connected_at: float | None = None
+    auth_sent: bool = False
 
     def outcome(self, now: float) -> SessionOutcome:
         duration = 0.0 if self.connected_at is None else now - self.connected_at
@@ -81,7 +89,9 @@ class GalioClient:
         *,
         recorder: Recorder | None = None,
         rand: Callable[[], float] = random.random,
+        r: redis.Redis | None = None,
     ) -> None:
+        """``r``: where the feed's status hash is read at start (None: no outage is adopted)."""
         self._settings = settings
         self._ingestor = ingestor
         self._recorder = recorder
@@ -90,21 +100,27 @@ class GalioClient:
         self._dirty = asyncio.Event()
         self._where = display_uri(settings)
         self._ws_logger = websockets_logger()
+        self._health = FeedHealth(settings.feed_name, self._where, settings.feed_down_seconds, time.time())
+        self._status_key = settings.keys.feed(settings.feed_name)
+        self._r = r
 
     async def run(self, stop: asyncio.Event) -> None:
         """Receive and publish until ``stop`` is set, then close the websocket and write what is
-        pending. Raises :class:`GiveUp` on an error that is not retried."""
+        pending. Raises :class:`GiveUp` on an error that is not retried, and a failure of the
+        feed's health task (a bug) rather than go on without feed_down alerts."""
         sessions = asyncio.create_task(self._sessions(stop), name="galio-sessions")
         writer = asyncio.create_task(self._write_loop(), name="redis-writer")
+        health = asyncio.create_task(self._watch_feed(), name="feed-health")
         stopped = asyncio.create_task(stop.wait(), name="stop")
         try:
-            await asyncio.wait({sessions, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({sessions, health, stopped}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await _cancel(sessions, stopped, writer)
+            await _cancel(sessions, stopped, health, writer)
             await self._final_flush()
-        error = None if sessions.cancelled() else sessions.exception()
-        if error is not None:
-            raise error
+        for task in (sessions, health):
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
 
     async def _sessions(self, stop: asyncio.Event) -> None:
         failures = 0
@@ -116,7 +132,12 @@ class GalioClient:
                 failures = await self._after_failure(exc, live, failures)
 
     async def _after_failure(self, exc: Exception, live: _Live, failures: int) -> int:
-        decision = decide(exc, live.outcome(time.monotonic()), failures, self._policy, self._rand)
+        outcome = live.outcome(time.monotonic())
+        reason = reason_of(
+            exc, outcome, auth_sent=live.auth_sent, silence_timeout=self._settings.silence_timeout
+        )
+        self._health.failure(reason, time.time())
+        decision = decide(exc, outcome, failures, self._policy, self._rand)
         if not decision.retry:
             raise GiveUp(f"{self._where}: {decision.reason}") from exc
         log.log(
@@ -142,23 +163,26 @@ class GalioClient:
             logger=self._ws_logger,
         ) as ws:
             live.connected_at = time.monotonic()
+            self._health.connected(time.time())
             log.info("connected to %s", self._where)
             try:
-                await self._authenticate(ws)
+                live.auth_sent = await self._authenticate(ws)
                 while True:
                     self._on_frame(await self._receive(ws), live)
             except (asyncio.CancelledError, SilenceTimeout):  # close with 1001, not 1011 "internal error"
                 await ws.close(CloseCode.GOING_AWAY)
                 raise
 
-    async def _authenticate(self, ws: ClientConnection) -> None:
-        """Send the one auth frame when a username is configured (the password is never logged)."""
+    async def _authenticate(self, ws: ClientConnection) -> bool:
+        """Send the one auth frame when a username is configured (the password is never logged);
+        True when it was sent."""
         s = self._settings
         if s.galio_username is None:
-            return
+            return False
         password = "" if s.galio_password is None else s.galio_password.get_secret_value()
         await ws.send(json.dumps({"username": s.galio_username, "password": password}))
         log.info("sent credentials of user %r", s.galio_username)
+        return True
 
     async def _receive(self, ws: ClientConnection) -> str:
         """The next frame as text; the watchdog raises SilenceTimeout after ``silence_timeout``."""
@@ -173,6 +197,7 @@ class GalioClient:
     def _on_frame(self, text: str, live: _Live) -> None:
         received_at = time.time()
         live.frames += 1
+        self._health.frame(received_at)
         if self._recorder is not None:
             self._recorder.write(text, received_at)
         self._ingestor.accept(text, received_at)
@@ -193,6 +218,43 @@ class GalioClient:
             self._dirty.set()
             await asyncio.sleep(backoff_delay(REDIS_BACKOFF, failures, self._rand))
 
+    async def _watch_feed(self) -> None:
+        """Adopt an outage a previous ingestor reported, then evaluate the feed's health every
+        ``HEALTH_EVERY`` seconds; each state change queues its alert and the status hash."""
+        await self._adopt()
+        while True:
+            alerts = self._health.evaluate(time.time())
+            if alerts:
+                self._ingestor.queue_alerts(alerts, {self._status_key: self._health.status.fields()})
+                self._dirty.set()
+            for alert in alerts:  # one line per state change
+                log.log(
+                    logging.ERROR if alert.state == "firing" else logging.WARNING,
+                    "%s: %s",
+                    alert.title,
+                    alert.text,
+                )
+            await asyncio.sleep(HEALTH_EVERY)
+
+    async def _adopt(self) -> None:
+        """Read the status hash (when Redis answers within ADOPT_TIMEOUT) and take over a "down"."""
+        if self._r is None:
+            return
+        try:
+            fields = await asyncio.wait_for(
+                asyncio.to_thread(self._r.hgetall, self._status_key), ADOPT_TIMEOUT
+            )
+        except (redis.RedisError, TimeoutError) as exc:
+            log.warning("could not read %s, an ongoing feed outage is not adopted: %s", self._status_key, exc)
+            return
+        status = FeedStatus.from_fields(_texts(fields))
+        if status is not None and self._health.adopt(status):
+            log.warning(
+                "feed %s is down since %s (%s) as a previous run reported: "
+                "no second alert, the next frame resolves it",
+                *(self._health.feed, timestamp(status.since), status.reason),
+            )
+
     async def _final_flush(self) -> None:
         try:
             written = await asyncio.wait_for(asyncio.to_thread(self._ingestor.flush), FINAL_FLUSH_TIMEOUT)
@@ -200,6 +262,15 @@ class GalioClient:
             written = False
         if not written:
             log.error("stopping with %d snapshot(s)/quarantine entries not written", self._ingestor.pending)
+
+
+def _texts(fields: Mapping[Any, Any]) -> dict[str, str]:
+    """A hash read with or without ``decode_responses``, as text."""
+    return {_text(k): _text(v) for k, v in fields.items()}
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def _cancel(*tasks: asyncio.Task[Any]) -> None:
@@ -239,5 +310,5 @@ async def run(
     ingestor = Ingestor(r, settings.keys, stream_maxlen=settings.stream_maxlen)
     with _signals_set(stop):
         log.info("ingesting %s into %s", display_uri(settings), settings.keys.snapshots)
-        await GalioClient(settings, ingestor, recorder=recorder).run(stop)
+        await GalioClient(settings, ingestor, recorder=recorder, r=r).run(stop)
     log.info("ingestor stopped")

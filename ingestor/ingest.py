@@ -6,7 +6,8 @@ unavailable the batch is kept and the next flush retries it. Every account of ev
 published: memory stays bounded by the number of accounts, not of frames, because beyond
 ``max_pending`` pending snapshots only the newest snapshot of each account is kept (the
 dispatcher reads ``latest:{account}`` anyway, so an older snapshot of an account adds nothing),
-and only the newest ``max_pending`` quarantine entries (diagnostics).
+and only the newest ``max_pending`` quarantine entries (diagnostics). Alerts queued with
+:meth:`Ingestor.queue_alerts` (the feed's ``feed_down``) ride in the same batch and are never dropped.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import redis
 
 from ingestor.frames import ParsedFrame, QuarantineEntry, SequenceClock, parse_frame
 from shared.keys import (
+    COUNTER_ALERTS,
     COUNTER_FRAMES,
     COUNTER_INVALID_VALUES,
     COUNTER_MALFORMED,
@@ -27,7 +30,7 @@ from shared.keys import (
     QUARANTINE_MAXLEN,
     Keys,
 )
-from shared.models import Snapshot
+from shared.models import Alert, Snapshot
 from shared.redisio import Outage, Publisher, ensure_group, safe_trim
 
 log = logging.getLogger(__name__)
@@ -46,9 +49,12 @@ class _Batch:
     snapshots: list[Snapshot] = field(default_factory=list)
     quarantine: list[QuarantineEntry] = field(default_factory=list)
     counters: Counter[str] = field(default_factory=Counter)
+    alerts: list[Alert] = field(default_factory=list)
+    hashes: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Hash key -> fields to set (the newest fields of a key win)."""
 
     def empty(self) -> bool:
-        return not (self.snapshots or self.quarantine or self.counters)
+        return not (self.snapshots or self.quarantine or self.counters or self.alerts or self.hashes)
 
     def add(self, parsed: ParsedFrame) -> None:
         self.snapshots.extend(parsed.snapshots)
@@ -134,6 +140,16 @@ class Ingestor:
             self._pending.bound(self._max_pending)  # only coalesces: every account is kept
         return parsed
 
+    def queue_alerts(self, alerts: Sequence[Alert], hashes: Mapping[str, Mapping[str, str]]) -> None:
+        """Queue alerts for ``keys.alerts`` (field ``alert``, counted in COUNTER_ALERTS) and hash
+        fields to set, written by the next flush after the pending snapshots; kept, in order,
+        however long Redis is unavailable. No I/O."""
+        with self._lock:
+            self._pending.alerts.extend(alerts)
+            self._pending.counters[COUNTER_ALERTS] += len(alerts)
+            for key, fields in hashes.items():
+                self._pending.hashes[key] = dict(fields)
+
     @property
     def pending(self) -> int:
         """Snapshots and quarantine entries not yet written."""
@@ -169,6 +185,8 @@ class Ingestor:
             batch.snapshots.extend(newer.snapshots)
             batch.quarantine.extend(newer.quarantine)
             batch.counters.update(newer.counters)
+            batch.alerts.extend(newer.alerts)
+            batch.hashes.update(newer.hashes)
             superseded, dropped = batch.bound(self._max_pending)
             self._pending = batch
         if superseded or dropped:
@@ -179,7 +197,7 @@ class Ingestor:
             )
 
     def _write(self, batch: _Batch) -> None:
-        """Snapshots in one round trip (Publisher), then quarantine and counters in another.
+        """Snapshots in one round trip (Publisher), then quarantine, alerts, hashes and counters in another.
         Each part is cleared from ``batch`` once written, so a failure retries only the rest."""
         if not self._group_ready:
             ensure_group(self._r, self._keys.snapshots, DISPATCH_GROUP)
@@ -188,14 +206,18 @@ class Ingestor:
             self._publisher.publish(batch.snapshots)
             self._since_trim += len(batch.snapshots)
             batch.snapshots = []
-        if batch.quarantine or batch.counters:
+        if not batch.empty():
             self._write_side(batch)
-            batch.quarantine, batch.counters = [], Counter()
+            batch.quarantine, batch.counters, batch.alerts, batch.hashes = [], Counter(), [], {}
 
     def _write_side(self, batch: _Batch) -> None:
         pipe = self._r.pipeline(transaction=False)
         for entry in batch.quarantine:
             pipe.xadd(self._keys.quarantine, entry.fields(), maxlen=QUARANTINE_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        for alert in batch.alerts:
+            pipe.xadd(self._keys.alerts, {"alert": alert.model_dump_json()})
+        for key, fields in batch.hashes.items():
+            pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
         for name, count in batch.counters.items():
             pipe.hincrby(self._keys.counters, name, count)
         pipe.execute()

@@ -9,9 +9,9 @@ Streams
                        (identifiers only: jobs read ``latest:{account}``). Group ``dispatch``.
     ``{p}quarantine``  ingestor. Frames set aside: ``reason``, ``received_at``, ``excerpt``
                        (at most QUARANTINE_EXCERPT characters of the raw frame). Capped, approximate.
-    ``{p}alerts``      workers -> alerter. Field ``alert`` (Alert JSON). One consumer group per
-                       sink, ``alert:{sink}`` (``alert:slack``, ``alert:jsonl``...), so sinks
-                       never wait for each other.
+    ``{p}alerts``      workers and the ingestor (feed_down) -> alerter. Field ``alert`` (Alert
+                       JSON). One consumer group per sink, ``alert:{sink}`` (``alert:slack``,
+                       ``alert:jsonl``...), so sinks never wait for each other.
     ``{p}dead``        alerter. Alerts a sink gave up on: ``alert``, ``sink``, ``error``,
                        ``attempts``, ``failed_at``.
 Plain keys
@@ -27,6 +27,9 @@ Plain keys
     ``{p}attempts:{alert_id}``          hash sink -> failed attempts so far. TTL.
     ``{p}counters``          hash of monotonic counters (see COUNTER_* names).
     ``{p}slot:{instance}``   string, last schedule slot (unix seconds) that fired.
+    ``{p}feed:{name}``       hash ``state`` (up/down), ``reason``, ``since``, ``updated_at``: the
+                             ingestor's view of its feed, written with each ``feed_down`` alert
+                             (which it XADDs to ``{p}alerts``) and read by it at start.
 RQ
     Queue ``monitorx`` holds the check jobs (JSON serializer). Job ids are
     ``{instance}-{account}-{n}`` reduced to ``[A-Za-z0-9_-]``.
@@ -120,3 +123,6 @@ class Keys:
 
     def slot(self, instance: str) -> str:
         return f"{self.prefix}slot:{instance}"
+
+    def feed(self, name: str) -> str:
+        return f"{self.prefix}feed:{name}"

@@ -74,6 +74,21 @@ class IngestSettings(CommonSettings):
     """Snapshot stream length kept for entries every consumer group has already read."""
     record: Path | None = Field(default=None, validation_alias=_env("MONITORX_RECORD"))
     """Append every raw frame to this JSONL file (``--record``)."""
+    feed_name: str = Field(
+        default="galio", pattern=r"^[A-Za-z0-9_.-]+$", validation_alias=_env("MONITORX_FEED_NAME")
+    )
+    """Name of the feed in its ``feed_down`` alerts and its status hash ``{p}feed:{name}``
+    (default ``galio``; letters, digits, ``_``, ``.``, ``-``)."""
+    feed_down_after: float | None = Field(
+        default=None, gt=0, validation_alias=_env("MONITORX_FEED_DOWN_AFTER")
+    )
+    """Seconds without any frame after which the ``feed_down`` alert fires (default None: the
+    ``silence_timeout``, so a dead feed is reported within the watchdog interval)."""
+
+    @property
+    def feed_down_seconds(self) -> float:
+        """The effective ``feed_down_after``."""
+        return self.silence_timeout if self.feed_down_after is None else self.feed_down_after
 
     @field_validator("galio_uri")
     @classmethod
