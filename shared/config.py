@@ -14,7 +14,7 @@ Native YAML (documented in the README)::
         accounts: ["BINANCE-AAZ0*-UM", "BINANCE-AAZ10-UM"]
         params: {thresholds: {USDT: 10000, USDC: 10000, BNB: 3}}
         cooldown: 300             # seconds between repeats of a firing key
-        delay: null               # seconds a breach must last first (null: fire at once)
+        delay: 0                  # seconds a breach must last first (omitted/null: the check's default)
         resolved: false           # send a notice when a key clears
         schedule: ["0 */6 * * *"] # UTC cron times, for scheduled checks
         missed: late              # a slot missed while down: late (send once, marked) | skip
@@ -80,8 +80,10 @@ class Instance(BaseModel):
     """Account ids or glob patterns (``BINANCE-*-UM``)."""
     params: dict[str, Any] = Field(default_factory=dict)
     delay: int | float | None = Field(default=None, ge=0)
-    """None: the first breaching evaluation fires. A number: it starts a clock, and the first
-    later breaching evaluation at least this many seconds on fires (legacy delta/hedge)."""
+    """None (omitted or null): the check's default (None for most checks: the first breaching
+    evaluation fires; 60 for delta, 5 for okx_hedge). A number: the first breaching evaluation
+    starts a clock, and the first later one at least this many seconds on fires (so 0 fires on
+    the second)."""
     cooldown: int | float | None = Field(default=None, ge=0)
     """Seconds between alerts of one key; None: the check's default."""
     resolved: bool | None = None
