@@ -14,13 +14,10 @@ from alerter.service import Alerter, sink_group
 from alerter.sinks import Sink, build_sinks
 from shared.cli import EXIT_USAGE, settings_or_exit
 from shared.lifecycle import Stopper, setup_logging
-from shared.redisio import connect
+from shared.redisio import Outage, connect, ride_out
 from shared.settings import AlertSettings
 
 log = logging.getLogger(__name__)
-
-REDIS_BACKOFF = 2.0
-"""Seconds to wait after a Redis error before the next step."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--console", action="store_true", help="also print each alert on standard output")
     parser.add_argument("--jsonl", type=Path, help="append delivered alerts to this JSONL file")
-    parser.add_argument("--consumer", help="consumer name in the alert group (default: alert-<pid>)")
+    parser.add_argument(
+        "--consumer",
+        help="consumer name in the alert groups, keep it stable across restarts "
+        "(default: MONITORX_CONSUMER, else alert-<hostname>)",
+    )
     return parser
 
 
@@ -63,13 +64,10 @@ def _sinks(settings: AlertSettings) -> list[Sink]:
 
 
 def run(alerter: Alerter, stopper: Stopper) -> None:
-    """Step until stopped; a Redis outage is logged and waited out, never fatal."""
-    while not stopper.is_set():
-        try:
-            alerter.step()
-        except redis.RedisError as exc:
-            log.error("redis error, retrying in %.0f s: %s", REDIS_BACKOFF, exc)
-            stopper.wait(REDIS_BACKOFF)
+    """Step until stopped, riding out Redis outages of any length (``shared.redisio.ride_out``):
+    one log line when Redis goes away and one when it is back, and after every Redis error
+    ``start()`` again, which recreates the consumer group of a Redis that came back empty."""
+    ride_out(alerter, stopper, Outage(f"alerter {alerter.group}"))
 
 
 def run_all(alerters: list[Alerter], stopper: Stopper) -> None:

@@ -2,18 +2,40 @@
 
 State of one (alert id, sink) pair, kept in Redis so it survives restarts::
 
-    pending --deliver ok--------------------------------> sent  (SET sent:{sink}:{id} "sent" EX ttl)
-    pending --retryable error, attempts < max_attempts--> pending (HINCRBY attempts:{id} sink)
-    pending --non-retryable, or attempts >= max---------> dead  (XADD dead, SET sent:{sink}:{id} "dead")
+    pending --deliver ok----------------------------> sent     SET sent:{sink}:{id} "sent" EX ttl
+    pending --429, age < retry_for------------------> pending  no attempt counted; sink rests
+    pending --other retryable error, age < retry_for> pending  HINCRBY attempts:{id} sink; sink rests
+    pending --permanent error, or retryable at------> dead     XADD dead, SET sent:{sink}:{id} "dead",
+              age >= retry_for                                 HINCRBY counters alerts_dead, log ERROR
 
-A stream entry is acknowledged (XACK) once every sink is ``sent`` or ``dead`` for its alert id;
-until then it stays in the group's pending list and XAUTOCLAIM hands it back after
-``retry_idle_ms`` (to this consumer or, after a crash, to any other), when only the sinks still
-pending are tried. Markers are keyed by alert id, not stream id, so an alert a worker wrote twice
-is delivered once per sink. A sink that just failed with a retryable error is skipped (no attempt
-counted) for ``retry_idle_ms``, so a Slack outage costs one timeout per retry period, not one per
-alert, and never holds up the other sinks; during a long outage one alert per period probes the
-sink (and spends attempts), the others wait and go out when it recovers.
+The age of an alert is the time it has waited for this alerter: ``clock()`` minus its
+``emitted_at``, or minus the alerter's first start when it was emitted before (an alerter that was
+down for hours still gives the backlog it finds a full ``retry_for``). Retryable: timeouts,
+connection errors, 408,
+429 and 5xx; permanent: 400, 401, 403, 404, 410, a bad URL... Nothing else ever gives an alert
+up (there is no attempt limit), so an outage shorter than ``retry_for`` (an hour by default)
+loses nothing; the attempts hash only counts failures for the dead-letter record and the logs.
+
+Rests, per sink and in memory. After a failure the sink rests (is not posted to) until
+``clock() + delay``: for a 429 the delay is its ``Retry-After`` as is, however long; otherwise
+(a 429 without a readable one too) it is ``shared.backoff.backoff_delay`` from ``retry_idle_ms``
+doubling up to ``retry_max_ms``, jittered, by the sink's consecutive failures (a success resets
+them). While a sink rests its alerts stay pending untouched, so an outage costs one probe per rest,
+not one per alert, and never holds up the other sinks. When every sink of the alerter rests,
+``step()`` reads nothing and only waits (at most ``block_ms``).
+
+Reading, each step: this consumer's own pending entries first (``XREADGROUP`` from id 0, a page a
+step) after ``start()`` (at process start, after each Redis error) and after each rest, so a
+restarted alerter (stable consumer name) or a rested sink resumes at once; then ``XAUTOCLAIM`` of
+entries idle ``retry_idle_ms`` or more (those of a dead consumer); then new entries. A stream entry
+is acknowledged (XACK) once every sink is ``sent`` or ``dead`` for its alert id; only the sinks
+still pending are tried. Markers are keyed by alert id, not stream id, so an alert a worker wrote
+twice is delivered once per sink.
+
+``start()`` (re)creates the consumer group and may be called again at any time; every Redis error
+(including ``NOGROUP`` after Redis came back empty) leaves ``step()`` for the caller
+(``shared.redisio.ride_out``), which calls ``start()`` again. An empty Redis has lost its markers:
+an alert still on the new stream, or written again, can then be delivered a second time.
 
 Ordering, per sink: deliver -> SET marker; per entry: all markers -> XACK. A crash after XACK
 loses nothing and a crash before the delivery repeats nothing. The only window that can duplicate
@@ -33,6 +55,7 @@ reclaim entries this one is still working on and deliver them too.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +66,7 @@ from pydantic import ValidationError
 
 from alerter.sinks import DeliveryError, Sink
 from shared import keys as K
+from shared.backoff import BackoffPolicy, backoff_delay
 from shared.keys import Keys
 from shared.lifecycle import redact
 from shared.models import Alert
@@ -68,6 +92,10 @@ def _label(alert: Alert) -> str:
     return f"{alert.check} {alert.account} {alert.state} (alert {alert.id})"
 
 
+def _attempt_text(error: DeliveryError, attempts: int) -> str:
+    return "rate limited, no attempt counted" if error.rate_limited else f"attempt {attempts}"
+
+
 def sink_group(sink_name: str) -> str:
     """The consumer group of one sink's delivery loop: ``alert:slack``, ``alert:jsonl``, ..."""
     return f"{K.ALERT_GROUP}:{sink_name}"
@@ -86,12 +114,20 @@ class Alerter:
     keys: Keys
     sinks: Sequence[Sink]
     consumer: str
-    max_attempts: int = 5
+    """Stable across restarts (AlertSettings.consumer), so a restarted alerter finds its own
+    pending entries at once."""
+    retry_for: float = 3600.0
     retry_idle_ms: int = 5_000
+    retry_max_ms: int = 30_000
     sent_ttl: int = 7 * 86400
+    """``retry_for``, ``retry_idle_ms``, ``retry_max_ms``, ``sent_ttl``: see AlertSettings, where
+    their defaults are documented."""
     batch: int = 20
     block_ms: int = 1000
     clock: Callable[[], float] = time.time
+    """Unix time: alert ages and rests are measured with it (tests move it by hand)."""
+    rand: Callable[[], float] = random.random
+    """The jitter of the backoff (``shared.backoff.backoff_delay``)."""
     stopping: Callable[[], bool] = _never
     """Checked between entries: once true, the rest of the batch stays pending."""
     group: str = K.ALERT_GROUP
@@ -102,7 +138,14 @@ class Alerter:
     _started: bool = False
     _steps: int = 0
     _claim_cursor: str = "0-0"
+    started_at: float = 0.0
+    """clock() at the first start: the earliest time an alert's wait is counted from."""
+    _own_cursor: str | None = "0"
+    """Where the next read of this consumer's own pending entries starts; None: all read."""
     _resting: dict[str, float] = field(default_factory=dict)
+    """Sink name -> clock() time before which it is not posted to."""
+    _failures: dict[str, int] = field(default_factory=dict)
+    """Sink name -> consecutive failures (a success resets it): the backoff's exponent."""
 
     @classmethod
     def from_settings(
@@ -113,32 +156,46 @@ class Alerter:
             settings.keys,
             sinks,
             settings.consumer,
-            max_attempts=settings.max_attempts,
+            retry_for=settings.retry_for,
             retry_idle_ms=settings.retry_idle_ms,
+            retry_max_ms=settings.retry_max_ms,
             sent_ttl=settings.sent_ttl,
             **kwargs,
         )
 
     def start(self) -> Alerter:
+        """(Re)create the consumer group (and the stream) if missing, and read this consumer's own
+        pending entries again from the start on the next step. Safe to call at any time: after a
+        Redis error, and after Redis came back empty (``NOGROUP``)."""
+        self.started_at = self.started_at or self.clock()
         ensure_group(self.r, self.keys.alerts, self.group)
+        self._own_cursor = "0"
+        self._claim_cursor = "0-0"
         self._started = True
         return self
 
     def step(self) -> int:
-        """Handle retries due, then new entries. Returns the number of entries handled."""
+        """Own pending entries (after a start or a rest), then retries due, then new entries.
+        Returns the number of entries handled. Redis errors are raised to the caller, which
+        calls ``start()`` again (``shared.redisio.ride_out``)."""
         if not self._started:
             self.start()
         if not self.sinks:
             time.sleep(self.block_ms / 1000)  # nothing to deliver to: leave the alerts queued
             return 0
+        rest = self._wake()
+        if rest > 0:  # every sink rests: leave the alerts where they are
+            time.sleep(min(rest, self.block_ms / 1000))
+            return 0
         self._steps += 1
         if self._steps % TRIM_EVERY == 0:
             safe_trim(self.r, self.keys.alerts, self.stream_maxlen)
-        reclaimed = self._reclaim()
-        handled = self._handle_all(reclaimed)
-        if self.stopping():
-            return handled
-        return handled + self._handle_all(self._read(block=not reclaimed))
+        handled = 0
+        for read in (self._read_own, self._reclaim):
+            handled += self._handle_all(read())
+            if self.stopping() or self._all_resting():
+                return handled  # a probe failed: the rest waits for the sink's next turn
+        return handled + self._handle_all(self._read(block=handled == 0))
 
     def close(self) -> None:
         """Leave the group if nothing is pending for this consumer (per-pid names pile up)."""
@@ -148,10 +205,62 @@ class Alerter:
         if not mine:
             self.r.xgroup_delconsumer(self.keys.alerts, self.group, self.consumer)
 
+    # -- resting ---------------------------------------------------------------------------------
+
+    def _wake(self) -> float:
+        """End the rests that are over (this consumer's own pending entries are then read again,
+        so the alerts a sink skipped go out at once). Returns the seconds until some sink may be
+        posted to: 0 unless every sink rests."""
+        now = self.clock()
+        over = [name for name, until in self._resting.items() if until <= now]
+        for name in over:
+            del self._resting[name]
+        if over:
+            self._own_cursor = "0"
+        if not self._all_resting():
+            return 0.0
+        return min(self._resting.values()) - now
+
+    def _all_resting(self) -> bool:
+        return all(sink.name in self._resting for sink in self.sinks)
+
+    def _rest(self, sink_name: str, error: DeliveryError) -> float:
+        """Rest a sink after a retryable failure; returns the delay in seconds: the receiver's
+        ``Retry-After`` when it gave one, else the capped, jittered backoff."""
+        if error.retry_after is not None:
+            delay = error.retry_after
+        else:
+            failures = self._failures[sink_name] = self._failures.get(sink_name, 0) + 1
+            policy = BackoffPolicy(self.retry_idle_ms / 1000, self.retry_max_ms / 1000)
+            delay = backoff_delay(policy, failures, self.rand)
+        self._resting[sink_name] = self.clock() + delay
+        return delay
+
     # -- reading ---------------------------------------------------------------------------------
 
+    def _read_own(self) -> list[Entry]:
+        """The next page of this consumer's own pending entries (read before a restart or a
+        Redis error, or skipped while a sink rested), while there are any since ``start()`` or
+        the last rest. Entries deleted from the stream meanwhile are acknowledged."""
+        if self._own_cursor is None:
+            return []
+        stream = self.keys.alerts
+        cursor: dict[Any, Any] = {stream: self._own_cursor}
+        reply: Any = self.r.xreadgroup(self.group, self.consumer, cursor, count=self.batch)
+        page = [(str(eid), fields) for _, entries in reply or [] for eid, fields in entries]
+        self._own_cursor = page[-1][0] if len(page) >= self.batch else None
+        deleted = [eid for eid, fields in page if not fields]
+        if deleted:
+            log.warning("%d pending alert entries were deleted from the stream: acknowledged", len(deleted))
+            self.r.xack(stream, self.group, *deleted)
+        entries = [(eid, dict(fields)) for eid, fields in page if fields]
+        if entries:
+            log.info("handling %d alert entries this consumer had pending", len(entries))
+        return entries
+
     def _reclaim(self) -> list[Entry]:
-        """Entries whose delivery failed (or whose consumer died) ``retry_idle_ms`` ago or more."""
+        """Pending entries idle ``retry_idle_ms`` or more: those of a consumer that died, and this
+        one's own that no other read picked up."""
         stream, idle, cursor = self.keys.alerts, self.retry_idle_ms, self._claim_cursor
         reply: Any = self.r.xautoclaim(stream, self.group, self.consumer, idle, cursor, count=self.batch)
         self._claim_cursor = str(reply[0])
@@ -209,7 +318,7 @@ class Alerter:
     def _deliver(self, alert: Alert, raw: str, sink: Sink) -> bool:
         """One sink, one alert without a marker. True when the pair is now finished (sent or dead),
         False when it stays pending. deliver -> SET marker: a crash in between re-delivers."""
-        if self._resting.get(sink.name, 0.0) > self.clock():
+        if sink.name in self._resting:
             return False
         try:
             sink.deliver(alert, self.clock())
@@ -217,6 +326,7 @@ class Alerter:
             return self._failed(alert, raw, sink, exc)
         except Exception as exc:  # noqa: BLE001 -- a sink bug must not stop the other sinks
             return self._failed(alert, raw, sink, DeliveryError(redact(f"{type(exc).__name__}: {exc}"), True))
+        self._failures.pop(sink.name, None)
         self._mark(self.keys.sent(sink.name, alert.id), SENT, K.COUNTER_DELIVERED)
         log.info("delivered %s to %s", _label(alert), sink.name)
         return True
@@ -228,29 +338,46 @@ class Alerter:
         pipe.execute()
 
     def _failed(self, alert: Alert, raw: str, sink: Sink, error: DeliveryError) -> bool:
-        attempts = self._count_attempt(alert.id, sink.name)
-        if error.retryable and attempts < self.max_attempts:
-            self._resting[sink.name] = self.clock() + self.retry_idle_ms / 1000
+        """A failed delivery: the pair stays pending (the sink rests) while the error is retryable
+        and the alert younger than ``retry_for``; otherwise it is dead-lettered. True when dead."""
+        attempts = self._count_attempt(alert.id, sink.name, counted=not error.rate_limited)
+        age = self.clock() - max(alert.emitted_at, self.started_at)
+        delay = self._rest(sink.name, error) if error.retryable else 0.0
+        if error.retryable and age < self.retry_for:
             log.warning(
-                "delivery of %s to %s failed (attempt %d of %d), retry in %d ms: %s",
-                *(_label(alert), sink.name, attempts, self.max_attempts, self.retry_idle_ms, error.message),
+                "delivery of %s to %s failed (%s), the sink rests %.1f s: %s",
+                *(_label(alert), sink.name, _attempt_text(error, attempts), delay, error.message),
             )
             return False
+        why = (
+            f"the alert has waited {age:.0f} s (retry_for {self.retry_for:.0f} s)"
+            if error.retryable
+            else "permanent"
+        )
+        self._give_up(alert, raw, sink.name, f"{why}: {error.message}", attempts)
+        return True
+
+    def _give_up(self, alert: Alert, raw: str, sink_name: str, why: str, attempts: int) -> None:
+        """Dead-letter one (alert, sink) pair, count it and say so loudly."""
         pipe = self.r.pipeline(transaction=True)
-        self._dead_letter(pipe, raw, sink.name, error.message, attempts)
-        pipe.set(self.keys.sent(sink.name, alert.id), DEAD, ex=self.sent_ttl)
+        self._dead_letter(pipe, raw, sink_name, why, attempts)
+        pipe.set(self.keys.sent(sink_name, alert.id), DEAD, ex=self.sent_ttl)
         pipe.hincrby(self.keys.counters, K.COUNTER_DEAD, 1)
         pipe.execute()
         log.error(
-            "GAVE UP delivering %s to %s after %d attempt(s): %s -- it is in the dead-letter stream %s",
-            *(_label(alert), sink.name, attempts, error.message, self.keys.dead),
+            "GAVE UP delivering %s to %s after %d failed attempt(s), %s -- in the dead-letter stream %s",
+            *(_label(alert), sink_name, attempts, why, self.keys.dead),
         )
-        return True
 
-    def _count_attempt(self, alert_id: str, sink_name: str) -> int:
+    def _count_attempt(self, alert_id: str, sink_name: str, counted: bool) -> int:
+        """Failed attempts of this pair so far, this one included when ``counted`` (a rate limit
+        is not an attempt)."""
+        key = self.keys.attempts(alert_id)
+        if not counted:
+            return int(self.r.hget(key, sink_name) or 0)
         pipe = self.r.pipeline(transaction=True)
-        pipe.hincrby(self.keys.attempts(alert_id), sink_name, 1)
-        pipe.expire(self.keys.attempts(alert_id), self.sent_ttl)
+        pipe.hincrby(key, sink_name, 1)
+        pipe.expire(key, self.sent_ttl)
         return int(pipe.execute()[0])
 
     def _dead_letter(self, pipe: Any, raw: str, sink_name: str, error: str, attempts: int) -> None:

@@ -1,6 +1,7 @@
 """Where alerts go. Every sink has a stable ``name`` (used in the Redis delivery markers) and
 ``deliver(alert, delivered_at)``, which returns on success and raises :class:`DeliveryError` on
-failure, saying whether a later retry can help.
+failure, saying whether a later retry can help and, for a rate limit (HTTP 429), how long the
+receiver asked us to wait. No sink sleeps on a rate limit: the alerter rests that sink alone.
 
 Webhook URLs are secrets: they never appear in a log line, an error message or Redis. The Slack
 SDK logs the request URL (at DEBUG, and at INFO when it retries a connection error), so its client
@@ -12,7 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import sys
+from collections.abc import Mapping
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from http.client import HTTPException
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -22,17 +27,10 @@ from urllib.request import Request, urlopen
 
 from pydantic import SecretStr
 from slack_sdk.errors import SlackClientError
-from slack_sdk.http_retry.builtin_handlers import (
-    ConnectionErrorRetryHandler,
-    RateLimitErrorRetryHandler,
-    ServerErrorRetryHandler,
-)
+from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, ServerErrorRetryHandler
 from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
 from slack_sdk.http_retry.handler import RetryHandler
 from slack_sdk.http_retry.interval_calculator import RetryIntervalCalculator
-from slack_sdk.http_retry.request import HttpRequest as RetryRequest
-from slack_sdk.http_retry.response import HttpResponse as RetryResponse
-from slack_sdk.http_retry.state import RetryState
 from slack_sdk.webhook import WebhookClient
 
 from shared.lifecycle import REDACTED, redact
@@ -50,12 +48,19 @@ URLError), truncated responses (HTTPException), a bad URL or header value (Value
 
 class DeliveryError(Exception):
     """A sink could not deliver. ``retryable``: a later attempt may succeed (timeouts, 429, 5xx);
-    otherwise the alert goes to the dead-letter stream at once (e.g. 400 or 404 from a webhook)."""
+    otherwise the alert goes to the dead-letter stream at once (e.g. 400 or 404 from a webhook).
+    ``rate_limited``: the receiver said "too many requests" (429); that costs no delivery attempt.
+    ``retry_after``: seconds the receiver asked us to wait (its ``Retry-After``), None when it did
+    not say (or said something unreadable): the alerter then backs off as after any failure."""
 
-    def __init__(self, message: str, retryable: bool) -> None:
+    def __init__(
+        self, message: str, retryable: bool, *, retry_after: float | None = None, rate_limited: bool = False
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retryable = retryable
+        self.retry_after = retry_after
+        self.rate_limited = rate_limited
 
 
 class Sink(Protocol):
@@ -90,6 +95,48 @@ def _check_http_url(url: str, what: str) -> None:
 
 def _retryable_status(status: int) -> bool:
     return status in {408, 429} or status >= 500
+
+
+TOO_MANY_REQUESTS = 429
+_DELTA_SECONDS = re.compile(r"\d{1,12}(\.\d{1,6})?")
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """The wait a ``Retry-After`` header asks for, in seconds from ``now`` (unix time): delta
+    seconds (``10``, also ``10.5``) or an HTTP date (a date already past: 0). None when the header
+    is missing or unreadable (negative, ``nan``, words...)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if _DELTA_SECONDS.fullmatch(text):
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC by RFC 5322
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
+
+
+def _header(headers: Mapping[str, object], name: str) -> str | None:
+    """A header's value, its name matched in any case (slack-sdk keeps them as received)."""
+    found = next((value for key, value in headers.items() if key.lower() == name.lower()), None)
+    if isinstance(found, list):  # some clients keep a list of values per header
+        found = found[0] if found else None
+    return None if found is None else str(found)
+
+
+def status_error(sink: str, status: int, detail: str, retry_after: str | None, now: float) -> DeliveryError:
+    """The DeliveryError of an HTTP status other than success: retryable or not, and for a 429
+    the wait its ``Retry-After`` header (``retry_after``) asks for."""
+    limited = status == TOO_MANY_REQUESTS
+    return DeliveryError(
+        f"{sink}: HTTP {status}{detail}",
+        retryable=_retryable_status(status),
+        retry_after=retry_after_seconds(retry_after, now) if limited else None,
+        rate_limited=limited,
+    )
 
 
 class ConsoleSink:
@@ -135,30 +182,6 @@ class JsonlSink:
             raise DeliveryError(f"jsonl {self.path}: {_describe(exc, '')}", retryable=True) from exc
 
 
-class CappedRateLimitRetryHandler(RateLimitErrorRetryHandler):
-    """slack-sdk's 429 handler (sleeps Retry-After), but only for waits up to ``max_wait`` seconds:
-    a longer or unparsable Retry-After returns the 429 to us, and the alerter retries the alert
-    later from the pending list instead of holding up the other sinks."""
-
-    def __init__(self, max_retry_count: int = 1, max_wait: float = 5.0) -> None:
-        super().__init__(max_retry_count=max_retry_count)
-        self.max_wait = max_wait
-
-    def _can_retry(
-        self,
-        *,
-        state: RetryState,
-        request: RetryRequest,
-        response: RetryResponse | None = None,
-        error: Exception | None = None,
-    ) -> bool:
-        if response is None or response.status_code != 429:
-            return False
-        values = next((v for k, v in response.headers.items() if k.lower() == "retry-after"), ["1"])
-        text = str(values[0]).strip()
-        return text.isdigit() and int(text) <= self.max_wait
-
-
 class _SecretFilter(logging.Filter):
     """Scrubs one secret from every record of the logger it is attached to."""
 
@@ -202,10 +225,11 @@ def _slack_escape(text: str) -> str:
 
 
 class SlackWebhookSink:
-    """A Slack incoming webhook through slack-sdk's WebhookClient, which retries in-process: a
-    connection error once, a 429 after Retry-After (up to ``max_retry_after`` s), a 500/503 up
-    to ``server_retries`` times with ``backoff`` (default: 0.5 s doubling, plus up to 1 s of
-    jitter). Anything but 200 after that is a DeliveryError.
+    """A Slack incoming webhook through slack-sdk's WebhookClient, which retries in-process a
+    connection error once and a 500/503 up to ``server_retries`` times with ``backoff`` (default:
+    0.5 s doubling, plus up to 1 s of jitter). Anything but 200 after that is a DeliveryError. A
+    429 is never slept on in here (slack-sdk's rate-limit handler is left out on purpose): it comes
+    back at once with its ``Retry-After``, and the alerter rests this sink alone for that long.
 
     An incoming webhook has no idempotency key: a post whose response was lost (reset, timeout)
     may have landed, and retrying it can show the message twice."""
@@ -217,7 +241,6 @@ class SlackWebhookSink:
         url: SecretStr,
         timeout: float = 10.0,
         *,
-        max_retry_after: float = 5.0,
         server_retries: int = 2,
         backoff: RetryIntervalCalculator | None = None,
     ) -> None:
@@ -226,7 +249,6 @@ class SlackWebhookSink:
         interval = backoff or BackoffRetryIntervalCalculator()
         handlers: list[RetryHandler] = [
             ConnectionErrorRetryHandler(max_retry_count=1, interval_calculator=interval),
-            CappedRateLimitRetryHandler(max_retry_count=1, max_wait=max_retry_after),
             ServerErrorRetryHandler(max_retry_count=server_retries, interval_calculator=interval),
         ]
         self._client = WebhookClient(
@@ -248,12 +270,14 @@ class SlackWebhookSink:
             raise DeliveryError(f"slack: {_describe(exc, self._secret)}", retryable=True) from None
         if response.status_code != 200:
             status, body = response.status_code, _scrub(str(response.body), self._secret)[:ERROR_CHARS]
-            raise DeliveryError(f"slack: HTTP {status} {body}", retryable=_retryable_status(status))
+            wait = _header(response.headers, "Retry-After")
+            raise status_error("slack", status, f" {body}", wait, delivered_at)
 
 
 class HttpWebhookSink:
     """POSTs the alert record (every Alert field plus ``delivered_at``) as JSON. 2xx is success;
-    408, 429, 5xx and connection errors are retryable; other statuses are not. The header
+    408, 429, 5xx and connection errors are retryable; other statuses are not. A 429 carries its
+    ``Retry-After`` back to the alerter, as the Slack sink does. The header
     ``Idempotency-Key`` carries the alert id, so a receiver can drop a repeated post."""
 
     name = "webhook"
@@ -278,11 +302,12 @@ class HttpWebhookSink:
                 status = int(response.status)
         except HTTPError as exc:
             exc.close()
-            raise DeliveryError(f"webhook: HTTP {exc.code}", retryable=_retryable_status(exc.code)) from None
+            wait = exc.headers.get("Retry-After") if exc.headers is not None else None
+            raise status_error("webhook", exc.code, "", wait, delivered_at) from None
         except TRANSPORT_ERRORS as exc:
             raise DeliveryError(f"webhook: {_describe(exc, self._secret)}", retryable=True) from None
         if not 200 <= status < 300:
-            raise DeliveryError(f"webhook: HTTP {status}", retryable=_retryable_status(status))
+            raise status_error("webhook", status, "", None, delivered_at)
 
 
 def build_sinks(settings: AlertSettings) -> list[Sink]:

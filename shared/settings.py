@@ -153,10 +153,16 @@ class AlertSettings(CommonSettings):
     """Slack incoming webhook (a secret: never logged)."""
     webhook_url: SecretStr | None = Field(default=None, validation_alias=_env("MONITORX_WEBHOOK_URL"))
     """Generic HTTP webhook receiving each alert as a JSON POST."""
-    max_attempts: int = Field(default=5, ge=1, validation_alias=_env("MONITORX_MAX_ATTEMPTS"))
-    """Delivery attempts per alert and sink before it goes to the dead-letter stream (default 5)."""
+    retry_for: float = Field(default=3600.0, gt=0, validation_alias=_env("MONITORX_RETRY_FOR"))
+    """Seconds after its emission an alert is still retried after a retryable failure (timeout,
+    connection error, 408, 429, 5xx); a failure past that age, or a permanent one (400, 401, 403,
+    404, 410, a bad URL...), sends it to the dead-letter stream (default 3600: an hour)."""
     retry_idle_ms: int = Field(default=5_000, gt=0, validation_alias=_env("MONITORX_RETRY_IDLE_MS"))
-    """An alert whose delivery failed is retried after this many milliseconds (default 5 s)."""
+    """First rest of a sink after a retryable failure, and the idle time after which the pending
+    alerts of a dead alerter are taken over (default 5 s)."""
+    retry_max_ms: int = Field(default=30_000, gt=0, validation_alias=_env("MONITORX_RETRY_MAX_MS"))
+    """Longest rest of a sink: from retry_idle_ms the rest doubles per consecutive failure up to
+    this, jittered (default 30 s). A 429 rests the sink for its Retry-After instead, however long."""
     http_timeout: float = Field(default=10.0, gt=0, validation_alias=_env("MONITORX_HTTP_TIMEOUT"))
     sent_ttl: int = Field(default=7 * 86400, gt=0, validation_alias=_env("MONITORX_SENT_TTL"))
     """Seconds a delivery marker is kept (default 7 days)."""

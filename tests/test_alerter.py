@@ -9,9 +9,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from alerter.sinks import (
 )
 from shared import keys as K
 from shared.keys import Keys
+from shared.lifecycle import Stopper
 from shared.models import Alert
 from shared.settings import AlertSettings
 from tests.helpers import free_port, wait_until
@@ -44,6 +47,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def make_alert(n: int = 1, **changes: Any) -> Alert:
+    """Alert ``n``, emitted just now (so it is well inside the alerter's retry window)."""
+    now = time.time()
     fields: dict[str, Any] = {
         "id": f"alert-{n:04d}",
         "check": "low_balance",
@@ -52,8 +57,8 @@ def make_alert(n: int = 1, **changes: Any) -> Alert:
         "state": "firing",
         "title": f"Low balance on acct-{n}",
         "text": "Available balance 12.5 USDT is below 100 USDT.",
-        "observed_at": 1_700_000_000.0 + n,
-        "emitted_at": 1_700_000_000.5 + n,
+        "observed_at": now - 1.0,
+        "emitted_at": now,
     }
     return Alert.model_validate({**fields, **changes})
 
@@ -84,6 +89,26 @@ def make_alerter(r: redis_lib.Redis, sinks: list[Sink], **kwargs: Any) -> Alerte
     kwargs.setdefault("retry_idle_ms", 100)
     kwargs.setdefault("block_ms", 20)
     return Alerter(r, KEYS, sinks, kwargs.pop("consumer", "alert-test"), **kwargs).start()
+
+
+class FakeClock:
+    """The alerter's ``clock``: time moves only when the test moves it."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def settle(r: redis_lib.Redis, group: str, idle_ms: int) -> None:
+    """Until every pending entry of ``group`` has been idle ``idle_ms`` (so XAUTOCLAIM may take it)."""
+
+    def idle_enough() -> bool:
+        entries: Any = r.xpending_range(KEYS.alerts, group, min="-", max="+", count=1000)
+        return all(int(e["time_since_delivered"]) >= idle_ms for e in entries)
+
+    wait_until(idle_enough, timeout=5, interval=0.002, what=f"pending entries idle {idle_ms} ms")
 
 
 def step_until(alerter: Alerter, predicate: Any, timeout: float = 15.0, what: str = "condition") -> Any:
@@ -149,12 +174,15 @@ def test_server_errors_then_ok_delivers_once(r: redis_lib.Redis, slack: SlackSta
     assert r.hget(KEYS.counters, K.COUNTER_DELIVERED) == "1"
 
 
-def test_slack_down_dead_letters_while_jsonl_keeps_flowing(
+def test_slack_down_keeps_alerts_pending_while_jsonl_keeps_flowing(
     r: redis_lib.Redis, slack: SlackStandin, jsonl: Path
 ) -> None:
+    """Slack answers 500 for good: JSONL gets every alert at once; Slack's alerts stay pending,
+    probed one per rest, and only once they are older than retry_for do they go to mx:dead."""
     slack.default = Reply(500, "internal_error")
-    alerter = make_alerter(r, [JsonlSink(jsonl), slack_sink(slack, server_retries=0)], max_attempts=3)
     first = make_alert(1)
+    clock = FakeClock(first.emitted_at)
+    alerter = make_alerter(r, [JsonlSink(jsonl), slack_sink(slack, server_retries=0)], clock=clock)
     publish(r, first)
     alerter.step()
     assert [x["id"] for x in jsonl_lines(jsonl)] == [first.id]  # at once, Slack's failure aside
@@ -165,16 +193,21 @@ def test_slack_down_dead_letters_while_jsonl_keeps_flowing(
         publish(r, alert)
     alerter.step()
     assert [x["id"] for x in jsonl_lines(jsonl)] == [first.id, *(a.id for a in later)]
+    assert len(slack.received) == 1 and pending(r) == 3  # Slack rests: no post per alert
 
-    step_until(alerter, lambda: pending(r) == 0, what="every alert dead-lettered on slack")
+    clock.now += 3600.0  # an hour of outage: every alert is now past retry_for
+    for gone in (1, 2, 3):  # one probe per rest, each dead-letters the alert it tried
+        clock.now += 30.0
+        step_until(alerter, lambda: len(dead_entries(r)) == gone, what=f"dead letter {gone}")  # noqa: B023
+    assert pending(r) == 0
     dead = {d["alert"]: d for d in dead_entries(r)}
     assert len(dead) == 3
     record = dead[first.model_dump_json()]
-    assert record["sink"] == "slack" and record["attempts"] == "3" and "HTTP 500" in record["error"]
-    assert float(record["failed_at"]) > 0
+    assert record["sink"] == "slack" and record["attempts"] == "2" and "HTTP 500" in record["error"]
+    assert "retry_for" in record["error"] and float(record["failed_at"]) > 0
     assert r.hget(KEYS.counters, K.COUNTER_DEAD) == "3"
     assert r.get(KEYS.sent("slack", first.id)) == "dead"
-    assert len(slack.received) == 9 and not slack.ok
+    assert len(slack.received) == 4 and not slack.ok
     assert len(jsonl_lines(jsonl)) == 3
 
 
@@ -186,6 +219,7 @@ def test_non_retryable_status_dead_letters_at_once(r: redis_lib.Redis, slack: Sl
     assert pending(r) == 0 and len(slack.received) == 1
     [dead] = dead_entries(r)
     assert dead["sink"] == "slack" and dead["attempts"] == "1" and "404 no_service" in dead["error"]
+    assert "permanent" in dead["error"] and r.hget(KEYS.counters, K.COUNTER_DEAD) == "1"
 
 
 def test_same_alert_twice_on_the_stream_is_posted_once(
@@ -263,6 +297,201 @@ def test_deleted_pending_entries_are_acknowledged(r: redis_lib.Redis, slack: Sla
     step_until(alerter, lambda: pending(r) == 0, what="the deleted entry to leave the pending list")
 
 
+# -- rate limits, outages and restarts (issue 9) --------------------------------------------------
+
+
+def test_retry_after_is_honoured_without_spending_an_attempt_or_holding_up_jsonl(
+    r: redis_lib.Redis, slack: SlackStandin, jsonl: Path
+) -> None:
+    slack.script(Reply(429, "rate_limited", {"Retry-After": "10"}))
+    first = make_alert(1)
+    clock = FakeClock(first.emitted_at)
+    alerter = make_alerter(r, [JsonlSink(jsonl), slack_sink(slack)], clock=clock, retry_idle_ms=1)
+    publish(r, first)
+    alerter.step()
+    assert [x.status for x in slack.received] == [429]
+    assert not r.hexists(KEYS.attempts(first.id), "slack")  # a 429 spends no attempt
+
+    second = make_alert(2)
+    publish(r, second)
+    for _ in range(5):  # 9.9 s pass: JSONL delivers, Slack is not posted to inside the window
+        clock.now += 1.98
+        settle(r, K.ALERT_GROUP, 1)
+        alerter.step()
+    assert [x["id"] for x in jsonl_lines(jsonl)] == [first.id, second.id]
+    assert [x.status for x in slack.received] == [429]
+    assert not r.hexists(KEYS.attempts(first.id), "slack")
+
+    clock.now = first.emitted_at + 10.0
+    step_until(alerter, lambda: pending(r) == 0, what="both alerts on Slack after the window")
+    assert [x.status for x in slack.received] == [429, 200, 200]
+    posted = Counter(post.json()["text"].splitlines()[0] for post in slack.ok)
+    assert sorted(posted.values()) == [1, 1]
+    assert not r.exists(KEYS.dead) and not r.exists(KEYS.attempts(first.id))
+
+
+def test_a_429_without_retry_after_rests_the_sink_like_any_failure_but_spends_no_attempt(
+    r: redis_lib.Redis, slack: SlackStandin
+) -> None:
+    slack.script(Reply(429, "rate_limited"))
+    alert = make_alert()
+    clock = FakeClock(alert.emitted_at)
+    alerter = make_alerter(r, [slack_sink(slack)], clock=clock, retry_idle_ms=2_000)
+    publish(r, alert)
+    alerter.step()
+    assert [x.status for x in slack.received] == [429] and not r.exists(KEYS.attempts(alert.id))
+    clock.now += 1.99  # the first rest is retry_idle_ms
+    alerter.step()
+    assert len(slack.received) == 1
+    clock.now += 0.01
+    alerter.step()  # the rest is over: its own pending entry goes out at once, no idle wait
+    assert [x.status for x in slack.received] == [429, 200] and pending(r) == 0
+
+
+def test_a_long_server_outage_loses_nothing_and_probes_once_per_rest(
+    r: redis_lib.Redis, slack: SlackStandin
+) -> None:
+    """40 rest periods of 500s (20 minutes of the alerter's time, far past the old 5 attempts),
+    one probe per period, then Slack recovers: every alert is posted once, none is dead."""
+    slack.default = Reply(500, "internal_error")
+    alerts = [make_alert(n) for n in (1, 2, 3)]
+    clock = FakeClock(alerts[-1].emitted_at)
+    alerter = make_alerter(r, [slack_sink(slack, server_retries=0)], clock=clock, retry_idle_ms=1)
+    for alert in alerts:
+        publish(r, alert)
+    for probe in range(1, 41):
+        step_until(alerter, lambda: len(slack.received) >= probe, timeout=5, what=f"probe {probe}")  # noqa: B023
+        settle(r, K.ALERT_GROUP, 1)
+        alerter.step()  # the sink rests: nothing more is posted in this period
+        assert len(slack.received) == probe
+        clock.now += 30.0  # the longest rest (retry_max_ms, default 30 s)
+    clock.now -= 29.0  # backoff is capped, never below half the cap once it got there
+    settle(r, K.ALERT_GROUP, 1)
+    alerter.step()
+    assert len(slack.received) == 40 and pending(r) == 3 and not r.exists(KEYS.dead)
+    assert r.hget(KEYS.attempts(alerts[0].id), "slack") is not None
+
+    slack.default = Reply()
+    clock.now += 30.0
+    step_until(alerter, lambda: pending(r) == 0, what="every alert after Slack recovered")
+    posted = Counter(post.json()["text"].splitlines()[0] for post in slack.ok)
+    assert sorted(posted.values()) == [1, 1, 1]
+    assert not r.exists(KEYS.dead) and r.hget(KEYS.counters, K.COUNTER_DEAD) is None
+    assert all(r.get(KEYS.sent("slack", a.id)) == "sent" for a in alerts)
+
+
+def test_a_retryable_failure_past_retry_for_is_dead_lettered(
+    r: redis_lib.Redis, slack: SlackStandin, caplog: pytest.LogCaptureFixture
+) -> None:
+    slack.default = Reply(503, "unavailable")
+    young, old = make_alert(1), make_alert(2)
+    clock = FakeClock(young.emitted_at + 3599.0)  # the default retry_for is an hour
+    alerter = make_alerter(r, [slack_sink(slack, server_retries=0)], clock=clock)
+    alerter.start()
+    alerter.started_at = young.emitted_at  # the alerter ran when both were emitted
+    publish(r, young)
+    alerter.step()
+    assert pending(r) == 1 and not r.exists(KEYS.dead)
+
+    clock.now = old.emitted_at + 3600.0
+    alerter = make_alerter(r, [slack_sink(slack, server_retries=0)], clock=clock, consumer="other")
+    alerter.start()
+    alerter.started_at = old.emitted_at
+    publish(r, old)
+    alerter.step()
+    [dead] = dead_entries(r)
+    assert dead["alert"] == old.model_dump_json() and dead["sink"] == "slack" and "HTTP 503" in dead["error"]
+    assert dead["attempts"] == "1"
+    assert r.get(KEYS.sent("slack", old.id)) == "dead" and r.hget(KEYS.counters, K.COUNTER_DEAD) == "1"
+    assert any(rec.levelno == logging.ERROR and old.id in rec.getMessage() for rec in caplog.records)
+
+
+def test_a_restarted_alerter_handles_its_own_pending_entries_at_once(
+    r: redis_lib.Redis, slack: SlackStandin
+) -> None:
+    slack.script(Reply(503, "unavailable"))
+    first = make_alerter(r, [slack_sink(slack, server_retries=0)], consumer="alert-1", retry_idle_ms=600_000)
+    publish(r, make_alert())
+    first.step()
+    assert pending(r) == 1 and [x.status for x in slack.received] == [503]
+    del first  # the process "dies" with the entry pending; XAUTOCLAIM would wait 10 minutes
+
+    second = make_alerter(r, [slack_sink(slack)], consumer="alert-1", retry_idle_ms=600_000)
+    second.step()
+    assert pending(r) == 0 and [x.status for x in slack.received] == [503, 200]
+
+
+def test_after_a_reconnect_the_alerter_handles_its_own_pending_entries_at_once(
+    r: redis_lib.Redis, jsonl: Path
+) -> None:
+    alerter = make_alerter(r, [JsonlSink(jsonl)], consumer="alert-1", retry_idle_ms=600_000)
+    alerter.step()
+    alert = make_alert()
+    publish(r, alert)
+    # read, then the connection dropped before it was handled: the entry is this consumer's
+    r.xreadgroup(K.ALERT_GROUP, "alert-1", {KEYS.alerts: ">"}, count=10)
+    assert pending(r) == 1
+    alerter.start()  # what ride_out calls after a Redis error
+    alerter.step()
+    assert pending(r) == 0 and [x["id"] for x in jsonl_lines(jsonl)] == [alert.id]
+
+
+@pytest.mark.parametrize("wipe", ["flushall", "group destroyed"])
+def test_the_delivery_loop_survives_redis_coming_back_empty(
+    r: redis_lib.Redis, jsonl: Path, wipe: str
+) -> None:
+    stopper = Stopper()
+    group = sink_group("jsonl")
+    alerter = Alerter(
+        r, KEYS, [JsonlSink(jsonl)], "alert-1", block_ms=20, group=group, stopping=stopper.is_set
+    )
+    loop = threading.Thread(target=cli.run_all, args=([alerter], stopper), name="alerter-loop")
+    loop.start()
+    try:
+        first, second = make_alert(1), make_alert(2)
+        publish(r, first)
+        wait_until(lambda: len(jsonl_lines(jsonl)) == 1, timeout=5, what="the first alert")
+        if wipe == "flushall":
+            r.flushall()
+        else:
+            r.xgroup_destroy(KEYS.alerts, group)
+        publish(r, second)
+        wait_until(lambda: len(jsonl_lines(jsonl)) >= 2, timeout=5, what="an alert after the wipe")
+        wait_until(lambda: pending(r, group) == 0, timeout=5, what="the recreated group to be acknowledged")
+        assert loop.is_alive()
+    finally:
+        stopper.set()
+        loop.join(timeout=10)
+    assert not loop.is_alive()
+    assert [x["id"] for x in jsonl_lines(jsonl)] == [first.id, second.id]  # the first not again
+
+
+@pytest.mark.parametrize("header", ["10", "10.0", "Retry-After-as-date"])
+def test_sinks_return_retry_after_to_the_alerter(slack: SlackStandin, header: str) -> None:
+    now = time.time()
+    value = formatdate(now + 10.0, usegmt=True) if header == "Retry-After-as-date" else header
+    slack.script(
+        Reply(429, "rate_limited", {"Retry-After": value}), Reply(429, "too many", {"Retry-After": value})
+    )
+    sinks: list[Sink] = [slack_sink(slack), HttpWebhookSink(SecretStr(slack.url("/hook")), timeout=5)]
+    for sink in sinks:
+        with pytest.raises(DeliveryError) as info:
+            sink.deliver(make_alert(), now)
+        error = info.value
+        assert error.retryable and error.rate_limited and "HTTP 429" in error.message
+        assert error.retry_after is not None and 9.0 <= error.retry_after <= 10.0
+    assert len(slack.received) == 2  # slack-sdk did not sleep and post again
+
+
+@pytest.mark.parametrize("header", [None, "soon", "-5", "nan"])
+def test_a_429_without_a_usable_retry_after(slack: SlackStandin, header: str | None) -> None:
+    slack.script(Reply(429, "rate_limited", {} if header is None else {"Retry-After": header}))
+    with pytest.raises(DeliveryError) as info:
+        slack_sink(slack).deliver(make_alert(), time.time())
+    assert info.value.rate_limited and info.value.retry_after is None
+    assert len(slack.received) == 1
+
+
 # -- secrets -------------------------------------------------------------------------------------
 
 
@@ -295,8 +524,12 @@ def test_webhook_urls_never_logged_at_debug(
     ]
     for n, sink in enumerate(sinks):
         sink.name = f"sink{n}"
-    alerter = make_alerter(r, sinks, max_attempts=2)
-    publish(r, make_alert())
+    alert = make_alert()
+    clock = FakeClock(alert.emitted_at)
+    alerter = make_alerter(r, sinks, clock=clock)
+    publish(r, alert)
+    alerter.step()  # sink0: 500, retried in slack-sdk, then 429; the others: connection refused
+    clock.now += 3600.0  # past retry_for: the next failure of each sink is its last
     step_until(alerter, lambda: pending(r) == 0, what="every sink to give up")
 
     assert [x.status for x in slack.received] == [500, 429, 400]  # 400: not retryable, dead
@@ -371,7 +604,8 @@ def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     "env",
     [
-        {"MONITORX_MAX_ATTEMPTS": "0"},
+        {"MONITORX_RETRY_FOR": "0"},
+        {"MONITORX_RETRY_MAX_MS": "soon"},
         {"MONITORX_SLACK_WEBHOOK_URL": "ftp://nope"},
         {"MONITORX_REDIS_URL": "x"},
     ],
@@ -482,3 +716,19 @@ def test_a_hanging_slack_never_delays_the_other_sinks(
     assert sorted(Counter(post.json()["text"].splitlines()[0] for post in slack.ok).values()) == [1] * len(
         alerts
     )
+
+
+def test_a_backlog_found_at_start_gets_the_whole_retry_window(
+    r: redis_lib.Redis, slack: SlackStandin
+) -> None:
+    """Alerts emitted long before the alerter started (it was down) are retried for retry_for from
+    its start, not dead-lettered on their first failure."""
+    slack.default = Reply(503, "unavailable")
+    stale = make_alert(1)
+    clock = FakeClock(stale.emitted_at + 7200.0)  # found two hours late
+    alerter = make_alerter(r, [slack_sink(slack, server_retries=0)], clock=clock)
+    publish(r, stale)
+    alerter.step()
+    assert pending(r) == 1 and not r.exists(KEYS.dead)
+    clock.now += 3600.0
+    step_until(alerter, lambda: bool(dead_entries(r)), what="the dead letter an hour after the start")

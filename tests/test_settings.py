@@ -50,7 +50,7 @@ def test_os_username_alone_sends_no_credentials(monkeypatch: pytest.MonkeyPatch)
         (IngestSettings, "MONITORX_GALIO_URI", "http://galio:1"),
         (DispatchSettings, "MONITORX_REDIS_URL", "not a url"),
         (DispatchSettings, "MONITORX_TICK_SECONDS", "0"),
-        (AlertSettings, "MONITORX_MAX_ATTEMPTS", "zero"),
+        (AlertSettings, "MONITORX_RETRY_FOR", "zero"),
     ],
 )
 def test_bad_values_fail_at_start(monkeypatch: pytest.MonkeyPatch, cls: type, name: str, value: str) -> None:
