@@ -176,7 +176,8 @@ class Pipeline:
             found += [self.slack_url, self.slack_url.split("/", 3)[3]]
         return tuple(found)
 
-    def env(self) -> dict[str, str]:
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment of every process of this pipeline, plus ``extra``."""
         env = {
             "MONITORX_REDIS_URL": self.redis_url,
             "MONITORX_GALIO_URI": self.galio_uri,
@@ -195,7 +196,12 @@ class Pipeline:
         if self.slack_url is not None:
             env["MONITORX_SLACK_WEBHOOK_URL"] = self.slack_url
         env.update(self._env)
+        env.update(extra or {})
         return env
+
+    def set_env(self, **values: str) -> None:
+        """Change the environment of the processes started from now on."""
+        self._env.update(values)
 
     def start_simulator(self, *args: str) -> Child:
         """``python -m simulator`` on the pipeline's Galio port with its credentials; returns once
@@ -229,9 +235,13 @@ class Pipeline:
         self.start_alerter(wait=False)
         for n in range(workers):
             self.start_worker(f"e2e-worker-{n + 1}-{secrets.token_hex(3)}")
-        self.dispatcher = self.procs.python("dispatcher", "dispatcher", [], env=self.env())
+        self.start_dispatcher()
         self.start_ingestor()
         self.wait_ready(workers)
+
+    def start_dispatcher(self) -> Child:
+        self.dispatcher = self.procs.python("dispatcher", "dispatcher", [], env=self.env())
+        return self.dispatcher
 
     def wait_ready(self, workers: int) -> None:
         """Until the workers are registered and the dispatcher and the alerter said they run

@@ -31,6 +31,8 @@ class Received:
     headers: dict[str, str]
     body: bytes
     status: int
+    at: float = field(default_factory=time.time)
+    """Wall-clock time the reply was decided (just before it was sent)."""
 
     def json(self) -> Any:
         return json.loads(self.body)
