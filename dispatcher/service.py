@@ -51,9 +51,11 @@ FAILURE_TTL = 3600
 """Seconds a failed job is kept for inspection (rq's default is a year)."""
 RQ_JOB_PREFIX = "rq:job:"
 
-# KEYS[1] marker. ARGV: new job id, ttl, rq job key prefix. 1: enqueue it; 0: coalesced (the
-# marker names a job still waiting in the queue; any other state means it will never run again).
+# KEYS[1] marker, KEYS[2] hold. ARGV: new job id, ttl, rq job key prefix. 1: enqueue it; 0:
+# coalesced (the marker names a job still waiting in the queue: any other state means it will
+# never run again) or held (the pair's check timed out lately: workers.runner.HOLD_SECONDS).
 _MARK = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local cur = redis.call('GET', KEYS[1])
 if cur and redis.call('HGET', ARGV[3] .. cur, 'status') == 'queued' then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
@@ -238,7 +240,7 @@ class Dispatcher:
         pipe = self.r.pipeline(transaction=False)
         for (instance, account, _), job_id in zip(unique, ids, strict=True):
             self._mark(
-                keys=[self.keys.queued(instance, account)],
+                keys=[self.keys.queued(instance, account), self.keys.hold(instance, account)],
                 args=[job_id, MARKER_TTL, RQ_JOB_PREFIX],
                 client=pipe,
             )

@@ -21,6 +21,8 @@ Plain keys
     ``{p}seen``              sorted set account -> observed_at of its newest snapshot.
     ``{p}queued:{instance}:{account}``  string, id of the job waiting for that pair (latest wins:
                              set by the dispatcher, deleted by the job when it starts). Has a TTL.
+    ``{p}hold:{instance}:{account}``    string, set by a job whose check ran into the job
+                             timeout; while it lives (TTL) the dispatcher queues no job for the pair.
     ``{p}state:{instance}:{account}``   hash, alert state of one pair: field ``_now`` (time of
                              the newest evaluation) and one field per key (KeyState JSON).
     ``{p}sent:{sink}:{alert_id}``       string, delivery marker of one alert on one sink. TTL.
@@ -111,6 +113,9 @@ class Keys:
 
     def queued(self, instance: str, account: str) -> str:
         return f"{self.prefix}queued:{instance}:{account}"
+
+    def hold(self, instance: str, account: str) -> str:
+        return f"{self.prefix}hold:{instance}:{account}"
 
     def state(self, instance: str, account: str) -> str:
         return f"{self.prefix}state:{instance}:{account}"

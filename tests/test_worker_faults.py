@@ -12,11 +12,17 @@ import pytest
 import redis as redis_lib
 from rq.job import JobStatus
 
+from ingestor.normalize import normalize_account
+from shared.config import parse
 from shared.keys import Keys
 from shared.redisio import Outage, connect
 from tests.helpers import alerts_of, in_process
 from tests.pipeline import rq_worker_count
 from tests.test_dispatch_and_run import plan_of, snap
+from tests.test_isolation import ACC, HANG
+from workers.plan import build
+from workers.registry import Registry
+from workers.runner import HOLD_SECONDS
 from workers.worker import ABANDON_GRACE, RqOutageFilter, make_worker, retire_interrupted
 
 KEYS = Keys()
@@ -128,3 +134,21 @@ def test_a_worker_registers_again_when_redis_came_back_empty(redis_url: str, r: 
     r.flushall()  # Redis restarted empty
     assert worker.dequeue_job_and_maintain_ttl(timeout=1, max_idle_time=1) is None
     assert rq_worker_count(redis_url) == 1
+
+
+def test_a_check_that_timed_out_holds_its_pair_and_never_runs_again_unbounded(
+    redis_url: str, r: redis_lib.Redis
+) -> None:
+    registry = Registry([*Registry.discover(plugins=False).specs.values(), HANG])
+    config = "checks:\n  hang: {check: hang, accounts: ['*']}\n  low: {check: low_balance, accounts: ['*']}\n"
+    plan = build(parse(config, "t.yaml"), registry)
+    d, worker, pub = in_process(redis_url, plan, job_timeout=1, tick_seconds=3600)
+    pub.publish([normalize_account(ACC, {"USDTwalletBalance": 50}, 10.0)])
+    d.step()
+    worker.work(burst=True)
+    assert r.exists(KEYS.hold("hang", ACC)) and 0 < r.ttl(KEYS.hold("hang", ACC)) <= HOLD_SECONDS
+    [error] = [a for a in alerts_of(r, "check_error") if a.instance == "hang"]
+    assert "JobTimeoutException" in error.text
+    pub.publish([normalize_account(ACC, {"USDTwalletBalance": 60}, 11.0)])
+    d.step()  # the low-balance pair gets its job; the held pair none
+    assert r.get(KEYS.queued("hang", ACC)) is None and r.get(KEYS.queued("low", ACC)) is not None

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import redis
 from rq.exceptions import AbandonedJobError
+from rq.timeouts import JobTimeoutException
 
 from shared import keys as K
 from shared.keys import Keys
@@ -35,6 +36,9 @@ ERROR_KEY = "__error__"
 ERROR_MIN_COOLDOWN = 300.0
 """check_error alerts of one pair repeat at most this often (seconds)."""
 NOW_FIELD = "_now"
+HOLD_SECONDS = 60
+"""A pair whose check ran into the job timeout gets no new job for this long (``hold`` key): a
+check that hangs costs one worker for one timeout per minute, never every worker."""
 
 Outcome = Literal["applied", "unchanged", "stale", "no-data", "unknown-instance"]
 
@@ -76,10 +80,12 @@ def assess(
     now: float,
     prior: Mapping[str, KeyState],
     clock: float,
-    found: Sequence[Finding] | None = None,
+    found: Sequence[Finding] | Exception | None = None,
 ) -> Assessment:
-    """Pure: evaluate (unless the caller has the findings of this very evaluation), advance every
-    key, render the alerts of this evaluation."""
+    """Pure: evaluate (unless the caller has the outcome of this very evaluation: its findings,
+    or the exception it raised), advance every key, render the alerts of this evaluation."""
+    if isinstance(found, Exception):
+        return _failure(bound, account, now, prior, clock, found)
     try:
         findings = list(bound.check.evaluate(snap, bound.params, now) if found is None else found)
         states, fired, resolved = _advance(findings, prior, now, bound.policy)
@@ -91,6 +97,14 @@ def assess(
     if event == "resolve":
         alerts.append(_error_alert(bound, account, now, clock, "resolved", "The check runs normally again."))
     return Assessment(states, alerts)
+
+
+def evaluate(bound: Bound, snap: Snapshot | None, now: float) -> list[Finding] | Exception:
+    """Run the check once: its findings, or the exception it raised (a timeout included)."""
+    try:
+        return list(bound.check.evaluate(snap, bound.params, now))
+    except Exception as exc:  # noqa: BLE001 - assess turns it into a check_error
+        return exc
 
 
 def quiet_states(
@@ -258,6 +272,7 @@ def apply(
     account, or a breach waiting out its delay or cooldown): it costs one round trip, the read."""
     key = keys.state(bound.name, account)
     cas = None
+    found: list[Finding] | Exception | None = None  # the check runs once, however often we write
     for _ in range(CAS_ATTEMPTS):
         fetched: Any = r.hgetall(key) if stored is None else stored
         stored = dict(fetched)
@@ -265,7 +280,11 @@ def apply(
         if last is not None and float(last) >= now:
             return "stale"
         prior = {k: KeyState.from_json(json.loads(v)) for k, v in stored.items()}
-        result = assess(bound, account, snap, now, prior, clock())
+        if found is None:
+            found = evaluate(bound, snap, now)
+            if isinstance(found, JobTimeoutException):
+                r.set(keys.hold(bound.name, account), repr(now), ex=HOLD_SECONDS)
+        result = assess(bound, account, snap, now, prior, clock(), found)
         keep, drop = _encode(result.states)
         if not result.alerts and keep == stored:
             return "unchanged"
