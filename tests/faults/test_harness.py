@@ -12,7 +12,7 @@ from slack_sdk.webhook import WebhookClient
 from alerter.sinks import alert_record, slack_message
 from shared.models import Alert
 from tests.faults.harness import Expect, RedisFactory, assert_clean, tally
-from tests.pipeline import Pipeline
+from tests.pipeline import KEYS, Pipeline
 from tests.slack_standin import SlackStandin
 
 LOW = "BINANCE-AAZ01-UM"
@@ -63,6 +63,13 @@ def test_tally_counts_lost_duplicates_and_repeats_inside_the_window(
         with pytest.raises(AssertionError, match="lost"):
             assert_clean(ledger, max_duplicates=3)
         assert_clean(tally([Expect("low_balance", LOW, window=30)], pipeline, slack), max_duplicates=1)
+
+        pipeline.r.xadd(KEYS.alerts, {"alert": alert(3, observed_at=500.0).model_dump_json()})
+        stranded = tally([Expect("low_balance", LOW, window=30)], pipeline, slack)
+        assert [line for line in stranded.lost if "a3" in line] == [
+            f"{sink}: low_balance {LOW} firing (alert a3) on {KEYS.alerts} never delivered"
+            for sink in ("jsonl", "slack")
+        ]
     finally:
         pipeline.close()
 
