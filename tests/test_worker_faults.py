@@ -50,6 +50,24 @@ def die_holding_a_job(url: str, plan: Any) -> Any:
     return job
 
 
+JOB_TIMEOUT = 5
+
+
+def dispatcher_and_a_dead_job(url: str) -> tuple[Any, Any]:
+    """A dispatcher on a settable clock that queued a job for a healthy pair, and that job held
+    by a worker that died (die_holding_a_job)."""
+    d, _, pub = in_process(url, plan_of(), tick_seconds=0.001, job_timeout=JOB_TIMEOUT, clock=Clock(0.0))
+    pub.publish([snap(1000.0, "20000")])
+    d.step()
+    return d, die_holding_a_job(url, plan_of())
+
+
+def past_the_timeout(d: Any) -> None:
+    """A dispatcher step once the job timeout and the abandon grace have passed."""
+    d.clock.now = time.time() + JOB_TIMEOUT + ABANDON_GRACE + 1
+    d.step()
+
+
 def test_a_worker_dying_before_its_job_cleared_the_marker_does_not_blind_the_pair(
     redis_url: str, r: redis_lib.Redis
 ) -> None:
@@ -67,13 +85,8 @@ def test_a_worker_dying_before_its_job_cleared_the_marker_does_not_blind_the_pai
 def test_an_abandoned_job_is_failed_and_reported_in_plain_words_soon_after_its_timeout(
     redis_url: str, r: redis_lib.Redis
 ) -> None:
-    clock = Clock(1_000_000_000.0)
-    d, _, pub = in_process(redis_url, plan_of(), tick_seconds=0.001, job_timeout=5, clock=clock)
-    pub.publish([snap(1000.0, "20000")])
-    d.step()
-    dead = die_holding_a_job(redis_url, plan_of())
-    clock.now = time.time() + 5 + ABANDON_GRACE + 1  # the job's timeout and the grace have passed
-    d.step()  # the tick runs rq's clean-up of abandoned jobs
+    d, dead = dispatcher_and_a_dead_job(redis_url)
+    past_the_timeout(d)  # the tick runs rq's clean-up of abandoned jobs
     assert dead.get_status(refresh=True) == JobStatus.FAILED
     errors = alerts_of(r, "check_error")
     assert len(errors) == 1
@@ -98,15 +111,11 @@ def test_a_restarted_dispatcher_handles_its_own_pending_entries_at_once(
 def test_a_job_interrupted_by_a_redis_outage_is_retired_not_reported_as_abandoned(
     redis_url: str, r: redis_lib.Redis
 ) -> None:
-    clock = Clock(1_000_000_000.0)
-    d, _, pub = in_process(redis_url, plan_of(), tick_seconds=0.001, job_timeout=5, clock=clock)
-    pub.publish([snap(1000.0, "20000")])
-    d.step()
+    d, job = dispatcher_and_a_dead_job(redis_url)
     worker = make_worker("simple", connect(redis_url, decode=False), None)  # type: ignore[arg-type]
-    worker.job_in_hand = die_holding_a_job(redis_url, plan_of())  # work() quit on a Redis error
+    worker.job_in_hand = job  # work() quit on a Redis error with this job in hand
     retire_interrupted(worker)
-    clock.now = time.time() + 5 + ABANDON_GRACE + 1
-    d.step()
+    past_the_timeout(d)
     assert alerts_of(r, "check_error") == []
     assert worker.job_in_hand is None
 
