@@ -6,12 +6,12 @@ import argparse
 import logging
 
 from dispatcher.service import Dispatcher
+from engine.plan import load_plan
+from engine.reload import PlanSource
 from shared.cli import config_or_exit, settings_or_exit
 from shared.lifecycle import Stopper, setup_logging
 from shared.redisio import Outage, connect, ride_out
 from shared.settings import DispatchSettings
-from workers.plan import load_plan
-from workers.reload import PlanSource
 
 log = logging.getLogger(__name__)
 

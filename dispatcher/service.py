@@ -34,13 +34,13 @@ import redis
 from rq import Callback, Queue
 from rq.registry import StartedJobRegistry
 
+from engine.plan import Plan
+from engine.reload import PlanSource
+from engine.schedule import decide
 from shared import keys as K
 from shared.keys import Keys, job_id_part
 from shared.redisio import ensure_group
 from workers.jobs import CheckJob
-from workers.plan import Plan
-from workers.reload import PlanSource
-from workers.schedule import decide
 from workers.worker import make_queue
 
 log = logging.getLogger(__name__)

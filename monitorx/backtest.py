@@ -24,11 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from engine.plan import Plan, load_plan
 from monitorx.replay import DEFAULT_TICK, Fired, Options, Replay, Stats, read_recording
 from monitorx.replay_pool import ReplayPool, ShareFailed
 from shared.cli import config_or_exit
 from shared.lifecycle import setup_logging
-from workers.plan import Plan, load_plan
 
 log = logging.getLogger(__name__)
 

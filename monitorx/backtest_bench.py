@@ -27,10 +27,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from engine.plan import Plan, load_plan
 from monitorx.backtest import replay_items, write_alerts
 from monitorx.replay import Options, Replay, Stats, decode, read_recording
 from simulator.frames import FrameGenerator, preset
-from workers.plan import Plan, load_plan
 
 DAY_FRAMES = 432_000
 START = datetime(2024, 5, 1, 0, 0, 30, tzinfo=UTC).timestamp()

@@ -10,10 +10,10 @@ from typing import Any
 
 import yaml
 
+from engine.plan import Plan, build, builtin_config
+from engine.registry import Registry
 from shared.cli import config_or_exit
 from shared.config import Config, Instance, load
-from workers.plan import Plan, build, builtin_config
-from workers.registry import Registry
 
 
 def _plan(path: Path | None) -> Plan:

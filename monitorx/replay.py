@@ -10,7 +10,7 @@
 * a virtual dispatcher tick every ``tick`` seconds from the first frame evaluates the
   time-driven instances (``Plan.on_tick``) on the newest snapshot of each seen account (and of
   the explicit accounts once ``stale_after`` has passed), then decides the report slots
-  (``workers.schedule.decide``), as ``dispatcher.service.Dispatcher.tick`` does;
+  (``engine.schedule.decide``), as ``dispatcher.service.Dispatcher.tick`` does;
 * the state of each (instance, account) pair moves through ``workers.runner.assess`` exactly as
   ``workers.runner.apply`` moves it in Redis, ``_now`` rule included (an evaluation at or before
   the pair's newest one changes nothing).
@@ -48,15 +48,15 @@ from typing import Any, NamedTuple
 import orjson
 from pydantic import BaseModel
 
+from engine.checks.base import Evaluate, Finding, Screen
+from engine.plan import Bound, Plan
+from engine.schedule import decide, next_slot
+from engine.state import INITIAL, KeyState
 from ingestor import frames
 from ingestor.normalize import Normalizer
 from shared.feed import Layouts
 from shared.models import Alert, Snapshot
-from workers.checks.base import Evaluate, Finding, Screen
-from workers.plan import Bound, Plan
 from workers.runner import ERROR_KEY, assess, quiet_states, report_accounts, report_alerts
-from workers.schedule import decide, next_slot
-from workers.state import INITIAL, KeyState
 
 DEFAULT_TICK = 5.0
 """Seconds of virtual time between two ticks (the dispatcher's MONITORX_TICK_SECONDS default)."""
@@ -223,7 +223,7 @@ def frame_at(path: Path, offset: int) -> dict[str, Any]:
 
 
 def at_rest(state: KeyState, forget_on_clear: bool) -> bool:
-    """True when a clear leaves this key as it is and sends nothing (``workers.state._clear``:
+    """True when a clear leaves this key as it is and sends nothing (``engine.state._clear``:
     it resolves a firing key, ends the delay clock and, with ``forget_on_clear``, forgets the
     last alert; ``tests/test_backtest.py`` checks this against ``step``)."""
     return not state.firing and state.since is None and (state.last_alert is None or not forget_on_clear)

@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+from engine.plan import Plan, build
+from engine.registry import Registry
 from monitorx.replay import (
     Fired,
     Options,
@@ -37,8 +39,6 @@ from monitorx.replay import (
     records_at,
 )
 from shared.config import Config
-from workers.plan import Plan, build
-from workers.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -319,7 +319,7 @@ def parse(text: str, file: str) -> Config:
 
 
 def load(path: Path) -> Config:
-    """Read and parse a configuration file (structure only: see ``workers.registry.validate``)."""
+    """Read and parse a configuration file (structure only: see ``engine.registry.validate``)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

@@ -14,6 +14,10 @@ from typing import Any
 import pytest
 import redis as redis_lib
 
+from engine.checks import fmt, low_balance
+from engine.plan import Plan, build
+from engine.registry import Registry
+from engine.state import KeyState, Policy, step
 from ingestor import frames
 from ingestor.frames import parse_frame
 from monitorx import cli
@@ -25,11 +29,7 @@ from shared.config import parse
 from shared.keys import Keys
 from shared.models import Alert, Snapshot, parse_number
 from simulator.frames import FrameGenerator, Scenario, preset
-from workers.checks import fmt, low_balance
-from workers.plan import Plan, build
-from workers.registry import Registry
 from workers.runner import apply
-from workers.state import KeyState, Policy, step
 
 BASE = 1_700_000_000.0
 """Unix time of the first frame of the demo recordings (no report slot nearby)."""

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from engine.checks import delta
 from ingestor.normalize import normalize_account
 from shared.models import InvalidValue, Snapshot
-from workers.checks import delta
 
 ACC = "BINANCE-AAZ01-UM"
 

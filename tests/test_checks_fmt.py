@@ -7,8 +7,8 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 
+from engine.checks import fmt
 from ingestor.normalize import normalize_account
-from workers.checks import fmt
 
 
 @pytest.mark.parametrize(

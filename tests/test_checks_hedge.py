@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from engine.checks import okx_hedge
 from ingestor.normalize import normalize_account
 from shared.models import InvalidValue, Snapshot
-from workers.checks import okx_hedge
 
 ACC = "OKX-AAZ-TRADING"
 LEGACY = {

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from engine.checks import margin_risk
 from ingestor.normalize import normalize_account
 from shared.models import InvalidValue, Snapshot
-from workers.checks import margin_risk
 
 ACC = "BINANCE-AAZ01-UM"
 LEGACY = {

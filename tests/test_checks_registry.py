@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.checks import margin_risk, okx_hedge
+from engine.checks.base import CheckSpec, ReportSpec
+from engine.plan import build
+from engine.registry import Registry
 from shared.config import load
-from workers.checks import margin_risk, okx_hedge
-from workers.checks.base import CheckSpec, ReportSpec
-from workers.plan import build
-from workers.registry import Registry
 
 NEW = {
     "delta": CheckSpec,

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from engine.checks import balance_report, margin_snapshot
 from ingestor.normalize import normalize_account
 from shared.models import Snapshot
-from workers.checks import balance_report, margin_snapshot
 
 SLOT = 1714564800.0  # 2024-05-01 12:00:00 UTC
 A1, A2, A3, A4 = (f"BINANCE-AAZ0{i}-UM" for i in range(1, 5))

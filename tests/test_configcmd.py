@@ -6,9 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from engine.plan import build
+from engine.registry import Registry
 from shared.config import load, parse
-from workers.plan import build
-from workers.registry import Registry
 
 
 def monitorx(*args: str) -> subprocess.CompletedProcess[str]:

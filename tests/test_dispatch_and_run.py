@@ -10,14 +10,14 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from dispatcher.service import Dispatcher
+from engine.plan import Plan, build
+from engine.registry import Registry
 from ingestor.normalize import normalize_account
 from shared.config import parse
 from shared.keys import COUNTER_COALESCED, COUNTER_REJECTED_JOBS, QUEUE_NAME, Keys
 from shared.models import Alert
 from shared.redisio import Publisher, connect
 from tests.helpers import alerts_of, in_process, wait_until
-from workers.plan import Plan, build
-from workers.registry import Registry
 
 CONFIG = """
 stale_after: 30

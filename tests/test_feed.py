@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from engine.checks import delta
 from ingestor.normalize import Normalizer, normalize_account, parse_values
 from shared.feed import KeyLayout, Layouts, classify
 from shared.models import Position, Snapshot, parse_number
 from simulator.frames import FrameGenerator, preset
-from workers.checks import delta
 
 # ---------------------------------------------------------------- the oracles (previous code)
 

@@ -7,14 +7,14 @@ from collections.abc import Sequence
 
 import redis as redis_lib
 
+from engine.checks.base import CheckSpec, Finding, Message, Params
+from engine.plan import build
+from engine.registry import Registry
 from ingestor.normalize import normalize_account
 from shared.config import parse
 from shared.keys import Keys
 from shared.models import Alert, Snapshot
 from tests.helpers import in_process
-from workers.checks.base import CheckSpec, Finding, Message, Params
-from workers.plan import build
-from workers.registry import Registry
 
 ACC = "BINANCE-AAZ01-UM"
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from engine.plan import STALE_INSTANCE, build
+from engine.registry import Registry
 from ingestor.normalize import normalize_account
 from shared.config import ConfigError, load, parse
-from workers.plan import STALE_INSTANCE, build
-from workers.registry import Registry
 
 
 def test_legacy_config_binds_every_enabled_instance(legacy_config: Path) -> None:

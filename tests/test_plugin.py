@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
+from engine.plan import build
+from engine.registry import Registry
 from ingestor.normalize import normalize_account
 from shared.config import parse
 from shared.keys import Keys
 from shared.models import Alert
 from tests.helpers import in_process
-from workers.plan import build
-from workers.registry import Registry
 
 FIXTURE = Path(__file__).parent / "fixtures" / "plugin"
 CONFIG = """

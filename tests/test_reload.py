@@ -10,11 +10,11 @@ from pathlib import Path
 
 import redis as redis_lib
 
+from engine.plan import load_plan
+from engine.reload import PlanSource
 from shared.keys import Keys
 from shared.models import Alert
 from tests.helpers import wait_until
-from workers.plan import load_plan
-from workers.reload import PlanSource
 
 GOOD = """
 checks:

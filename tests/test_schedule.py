@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from workers.schedule import decide, latest_slot, next_slot
+from engine.schedule import decide, latest_slot, next_slot
 
 LEGACY = ("0 0,6,12,18 * * *",)
 

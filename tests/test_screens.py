@@ -1,4 +1,4 @@
-"""Every builtin screen keeps its promise (``workers.checks.base``): when it returns False,
+"""Every builtin screen keeps its promise (``engine.checks.base``): when it returns False,
 ``evaluate`` on a snapshot of the same raw object, at the snapshot's own time, finds nothing
 breached and raises nothing. Checked on thousands of random account objects mixing good figures,
 figures near every threshold, zeros, strings, nulls and junk, under the legacy and fixed params,
@@ -13,16 +13,16 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from engine.checks import delta, low_balance, margin_risk, okx_hedge, stale_data
+from engine.checks.base import CheckSpec
+from engine.plan import build
+from engine.registry import Registry
+from engine.state import KeyState
 from ingestor.normalize import normalize_account
 from shared.config import parse
 from shared.feed import KeyLayout
 from simulator.frames import FrameGenerator, preset
-from workers.checks import delta, low_balance, margin_risk, okx_hedge, stale_data
-from workers.checks.base import CheckSpec
-from workers.plan import build
-from workers.registry import Registry
 from workers.runner import assess, quiet_states
-from workers.state import KeyState
 
 ACC = "BINANCE-AAZ01-UM"
 T = 1_700_000_000.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.state import KeyState, Policy, step
+from engine.state import KeyState, Policy, step
 
 DELTA = Policy(delay=60, cooldown=300, forget_on_clear=True)
 STICKY = Policy(delay=None, cooldown=300, forget_on_clear=False)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 
+from engine.plan import load_plan
+from engine.reload import PlanSource
 from shared.cli import config_or_exit, settings_or_exit
 from shared.lifecycle import Stopper, setup_logging
 from shared.redisio import Outage, connect
 from shared.settings import WorkerSettings
 from workers.context import Context
-from workers.plan import load_plan
-from workers.reload import PlanSource
 from workers.worker import MonitorForkWorker, MonitorSimpleWorker, make_worker, run_worker
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import redis
 
+from engine.plan import Plan
 from shared.keys import Keys
-from workers.plan import Plan
 
 CURRENT: ContextVar[Context] = ContextVar("monitorx_context")
 """The context of the job in hand (a ContextVar, set per job by the worker)."""
@@ -34,9 +34,9 @@ def current() -> Context:
 
 
 def from_environment() -> Context:
+    from engine.plan import load_plan
     from shared.redisio import connect
     from shared.settings import WorkerSettings
-    from workers.plan import load_plan
 
     settings = WorkerSettings()
     return Context(connect(str(settings.redis_url)), settings.keys, load_plan(settings.config))

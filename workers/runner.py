@@ -21,13 +21,13 @@ import redis
 from rq.exceptions import AbandonedJobError
 from rq.timeouts import JobTimeoutException
 
+from engine.checks.base import Finding, Message, ReportSpec
+from engine.plan import Bound
+from engine.state import INITIAL, KeyState, Policy, step
 from shared import keys as K
 from shared.keys import Keys
 from shared.models import Alert, Snapshot, alert_id
 from workers import context
-from workers.checks.base import Finding, Message, ReportSpec
-from workers.plan import Bound
-from workers.state import INITIAL, KeyState, Policy, step
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ from rq import Queue, SimpleWorker, Worker
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
+from engine.reload import PlanSource
 from shared.keys import QUEUE_NAME
 from shared.lifecycle import Stopper
 from shared.redisio import Outage
 from workers.context import CURRENT, Context
 from workers.jobs import CheckJob
-from workers.reload import PlanSource
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from types import FrameType
 
 import redis
 
+from engine.plan import Plan, load_plan
 from shared.config import ConfigError
 from shared.keys import Keys
 from shared.models import Alert, alert_id
-from workers.plan import Plan, load_plan
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import Field
 
+from engine.checks import fmt
+from engine.checks.base import CheckSpec, Finding, Message, Params
 from shared.feed import KeyLayout
 from shared.models import Snapshot, raw_number
-from workers.checks import fmt
-from workers.checks.base import CheckSpec, Finding, Message, Params
 
 DEFAULT_THRESHOLDS: dict[str, int | float] = {"USDT": 10000, "USDC": 10000, "BNB": 3}
 """The legacy thresholds (copied into each params object, never mutated)."""

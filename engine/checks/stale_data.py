@@ -10,10 +10,10 @@ from typing import Any
 
 from pydantic import Field
 
+from engine.checks.base import CheckSpec, Finding, Message, Params
 from shared.config import DEFAULT_STALE_AFTER
 from shared.feed import KeyLayout
 from shared.models import Snapshot
-from workers.checks.base import CheckSpec, Finding, Message, Params
 
 KEY = "data"
 

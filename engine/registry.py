@@ -8,19 +8,19 @@ import logging
 from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
 
-from workers.checks.base import AnySpec, CheckSpec, ReportSpec
+from engine.checks.base import AnySpec, CheckSpec, ReportSpec
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "monitorx.checks"
 BUILTIN_MODULES: tuple[str, ...] = (
-    "workers.checks.low_balance",
-    "workers.checks.stale_data",
-    "workers.checks.delta",
-    "workers.checks.okx_hedge",
-    "workers.checks.margin_risk",
-    "workers.checks.balance_report",
-    "workers.checks.margin_snapshot",
+    "engine.checks.low_balance",
+    "engine.checks.stale_data",
+    "engine.checks.delta",
+    "engine.checks.okx_hedge",
+    "engine.checks.margin_risk",
+    "engine.checks.balance_report",
+    "engine.checks.margin_snapshot",
 )
 """Modules of the built-in checks, each defining ``SPEC``."""
 

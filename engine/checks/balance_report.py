@@ -17,10 +17,10 @@ from dataclasses import astuple, dataclass
 
 from pydantic import Field
 
+from engine.checks import fmt
+from engine.checks.base import Message, Params, ReportSpec
 from shared.config import DEFAULT_STALE_AFTER
 from shared.models import Snapshot
-from workers.checks import fmt
-from workers.checks.base import Message, Params, ReportSpec
 
 KEYS = ("USDTwalletBalance", "USDCwalletBalance", "BNBwalletBalance", "maintotalWalletBalance")
 """The figures of one account, in the order of :class:`Balances`."""

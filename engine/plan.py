@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from engine.checks.base import CheckSpec, ReportSpec
+from engine.registry import Registry
+from engine.state import Policy
 from shared.config import Config, ConfigError, Instance, Problem
-from workers.checks.base import CheckSpec, ReportSpec
-from workers.registry import Registry
-from workers.state import Policy
 
 log = logging.getLogger(__name__)
 
@@ -167,13 +167,13 @@ def build(config: Config, registry: Registry) -> Plan:
 
 
 def builtin_config() -> Config:
-    """The embedded default configuration (the demo's): ``workers/default.yaml``."""
+    """The embedded default configuration (the demo's): ``engine/default.yaml``."""
     from importlib.resources import files
 
     from shared.config import parse
 
     return parse(
-        files("workers").joinpath("default.yaml").read_text(encoding="utf-8"), "<built-in default.yaml>"
+        files("engine").joinpath("default.yaml").read_text(encoding="utf-8"), "<built-in default.yaml>"
     )
 
 

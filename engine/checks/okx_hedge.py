@@ -18,10 +18,10 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from engine.checks import fmt
+from engine.checks.base import CheckSpec, Finding, Message, Params
 from shared.feed import KeyLayout
 from shared.models import InvalidValue, Snapshot, raw_number
-from workers.checks import fmt
-from workers.checks.base import CheckSpec, Finding, Message, Params
 
 PRICE = "Avg-Price"
 MARGINS = ("USDC", "USDT")

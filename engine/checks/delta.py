@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from engine.checks import fmt
+from engine.checks.base import CheckSpec, Finding, Message, Params
 from shared.feed import KeyLayout
 from shared.models import InvalidValue, Snapshot, raw_number
-from workers.checks import fmt
-from workers.checks.base import CheckSpec, Finding, Message, Params
 
 SUFFIXES = ("USDT", "USDC")
 SUFFIX_LENGTH = 4

@@ -17,11 +17,11 @@ from collections.abc import Mapping
 
 from pydantic import Field
 
+from engine.checks import fmt
+from engine.checks.base import Message, Params, ReportSpec
 from shared.config import DEFAULT_STALE_AFTER
 from shared.models import ASSET_FIELDS as FEED_ASSET_FIELDS
 from shared.models import Snapshot
-from workers.checks import fmt
-from workers.checks.base import Message, Params, ReportSpec
 
 WALLET = "maintotalWalletBalance"
 TOTALS = (

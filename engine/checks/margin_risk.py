@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from engine.checks import fmt
+from engine.checks.base import CheckSpec, Finding, Message, Params
 from shared.feed import KeyLayout
 from shared.models import Snapshot, raw_number
-from workers.checks import fmt
-from workers.checks.base import CheckSpec, Finding, Message, Params
 
 RATIO = "usdt_usdc_ratio"
 MARGINS: Mapping[str, tuple[str, str]] = {

@@ -1,1 +1,0 @@
-"""Built-in checks. Each module defines one :class:`workers.checks.base.CheckSpec` named ``SPEC``."""
