@@ -17,7 +17,7 @@ once; XAUTOCLAIM after ``claim_idle_ms`` is only for entries of other, dead disp
 process runs under :func:`shared.redisio.ride_out`, which calls ``start()`` again after any Redis
 error, so an outage of any length, or a Redis that came back empty, is ridden out. Each tick also
 runs RQ's clean-up of abandoned jobs (a worker died mid-job), which fails them and reports them as
-``check_error`` alerts (see workers.runner.on_job_failure) within seconds of their timeout,
+``check_error`` alerts (see workers.jobs.on_job_failure) within seconds of their timeout,
 rather than at a worker's next maintenance.
 """
 
@@ -31,29 +31,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from rq import Callback, Queue
+from rq import Queue
 from rq.registry import StartedJobRegistry
 
+from engine.jobs import RUN_CHECK, RUN_REPORT, CheckJob, job_data, make_queue
 from engine.plan import Plan
 from engine.reload import PlanSource
 from engine.schedule import decide
 from shared import keys as K
 from shared.keys import Keys, job_id_part
 from shared.redisio import ensure_group
-from workers.jobs import CheckJob
-from workers.worker import make_queue
 
 log = logging.getLogger(__name__)
 
 MARKER_TTL = 600
 """Seconds a latest-wins marker lives at most (a lost job can hold its pair no longer)."""
-FAILURE_TTL = 3600
-"""Seconds a failed job is kept for inspection (rq's default is a year)."""
 RQ_JOB_PREFIX = "rq:job:"
 
 # KEYS[1] marker, KEYS[2] hold. ARGV: new job id, ttl, rq job key prefix. 1: enqueue it; 0:
 # coalesced (the marker names a job still waiting in the queue: any other state means it will
-# never run again) or held (the pair's check timed out lately: workers.runner.HOLD_SECONDS).
+# never run again) or held (the pair's check timed out lately: engine.store.HOLD_SECONDS).
 _MARK = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local cur = redis.call('GET', KEYS[1])
@@ -209,20 +206,11 @@ class Dispatcher:
 
     def _push_report(self, instance: str, slot: float, late: bool) -> None:
         job_id = f"{job_id_part(instance)}-report-{int(slot)}-{uuid.uuid4().hex[:8]}"
-        self._enqueue_many([self._job("workers.runner.run_report", [instance, "*", slot, late], job_id)])
+        self._enqueue_many([self._job(RUN_REPORT, [instance, "*", slot, late], job_id)])
 
     def _job(self, func: str, args: list[Any], job_id: str) -> Any:
-        """One job's data: every MonitorX job has these options (see FAILURE_TTL)."""
-        return Queue.prepare_data(
-            func,
-            args=args,
-            job_id=job_id,
-            timeout=self.job_timeout,
-            result_ttl=self.result_ttl,
-            failure_ttl=FAILURE_TTL,
-            description=" ".join(str(a) for a in args[:2]),
-            meta={"prefix": self.keys.prefix},
-            on_failure=Callback("workers.runner.on_job_failure"),
+        return job_data(
+            func, args, job_id, prefix=self.keys.prefix, timeout=self.job_timeout, result_ttl=self.result_ttl
         )
 
     def _enqueue_many(self, datas: Sequence[Any]) -> None:
@@ -256,6 +244,4 @@ class Dispatcher:
 
     def _push(self, todo: Sequence[tuple[Pair, str]]) -> None:
         if todo:
-            self._enqueue_many(
-                [self._job("workers.runner.run_check", [i, a, at], job_id) for (i, a, at), job_id in todo]
-            )
+            self._enqueue_many([self._job(RUN_CHECK, [i, a, at], job_id) for (i, a, at), job_id in todo])

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from engine.checks.base import CheckSpec, ReportSpec
 from engine.registry import Registry
 from engine.state import Policy
-from shared.config import Config, ConfigError, Instance, Problem
+from shared.config import Config, ConfigError, Instance, Problem, unknown_check, validation_problems
 
 log = logging.getLogger(__name__)
 
@@ -104,19 +104,16 @@ class Plan:
 
 
 def _bind(inst: Instance, registry: Registry) -> tuple[Bound | None, list[Problem]]:
+    """The instance bound to its check, or its problems: an unknown check, or each params
+    mistake at the path where the params are written (see ``validation_problems``)."""
     spec = registry.get(inst.check)
-    where = inst.source_path or inst.name
     if spec is None:
-        known = ", ".join(registry.names)
-        return None, [Problem(path=f"{where}.check", reason=f"unknown check {inst.check!r} (known: {known})")]
+        return None, [unknown_check(inst, registry.names)]
     try:
         params = spec.params.model_validate(_with_timing(inst, spec))
     except ValidationError as exc:
-        problems = [
-            Problem(path=".".join([where, "params", *(str(p) for p in e["loc"])]), reason=e["msg"])
-            for e in exc.errors()
-        ]
-        return None, problems
+        where = inst.params_path or f"{inst.source_path or inst.name}.params"
+        return None, validation_problems(exc, spec.params, where)
     return Bound(inst, spec, params), []
 
 
@@ -145,7 +142,8 @@ def _stale_instance(config: Config) -> Instance:
 
 
 def build(config: Config, registry: Registry) -> Plan:
-    """Bind every enabled instance; raise ConfigError listing every problem."""
+    """Bind every enabled instance; raise ConfigError listing every problem (once: the
+    instances of one legacy entry share its params and their problems)."""
     instances: Sequence[Instance] = config.enabled
     if not any(i.check == "stale_data" for i in instances):
         instances = (*instances, _stale_instance(config))

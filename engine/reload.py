@@ -20,10 +20,12 @@ from types import FrameType
 
 import redis
 
+from engine.alerts import make_alert
+from engine.checks.base import Message
 from engine.plan import Plan, load_plan
 from shared.config import ConfigError
 from shared.keys import Keys
-from shared.models import Alert, alert_id
+from shared.models import Alert
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +94,19 @@ class PlanSource:
 def refused_alert(exc: ConfigError, path: Path | None) -> Alert:
     digest = _content_digest(path)
     now = time.time()
-    return Alert(
-        id=alert_id("config-refused", exc.file, digest),
-        check="config_error",
+    return make_alert(
         instance="config",
+        check="config_error",
         account="*",
         state="firing",
-        severity="critical",
-        title=f"Configuration reload refused: {exc.file}",
-        text="The last good configuration keeps running. Problems:\n" + str(exc),
+        message=Message(
+            f"Configuration reload refused: {exc.file}",
+            "The last good configuration keeps running. Problems:\n" + str(exc),
+            "critical",
+        ),
         observed_at=now,
         emitted_at=now,
+        event=("config-refused", exc.file, digest),
     )
 
 

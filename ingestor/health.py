@@ -22,8 +22,10 @@ from typing import Literal
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from engine.alerts import make_alert
+from engine.checks.base import Message
 from ingestor.backoff import SessionOutcome, SilenceTimeout
-from shared.models import Alert, AlertState, alert_id
+from shared.models import Alert, AlertState
 
 CHECK = "feed_down"
 """The ``check`` of the alert, and the prefix of its instance ``feed_down:{feed}``."""
@@ -170,19 +172,18 @@ class FeedHealth:
         self, state: AlertState, since: float, reason: str, text: str, observed_at: float, now: float
     ) -> Alert:
         firing = state == "firing"
-        return Alert(
-            id=alert_id(self.instance, self.feed, CHECK, state, repr(since)),
-            check=CHECK,
+        title = f"Feed down: {self.feed}" if firing else f"Resolved: {CHECK} on {self.feed}"
+        return make_alert(
             instance=self.instance,
+            check=CHECK,
             account=self.feed,
             state=state,
-            severity="critical" if firing else "info",
-            keys=("feed",),
-            title=f"Feed down: {self.feed}" if firing else f"Resolved: {CHECK} on {self.feed}",
-            text=text,
+            message=Message(title, text, "critical" if firing else "info"),
             observed_at=observed_at,
             emitted_at=now,
+            keys=("feed",),
             labels={"feed": self.feed, "uri": self._where, "reason": reason},
+            event=(self.instance, self.feed, CHECK, state, repr(since)),
         )
 
 

@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)
     if logging.getLogger().level >= logging.WARNING:
         # check failures become check_error alerts; live logs each one, offline that floods stderr
-        logging.getLogger("workers.runner").setLevel(logging.ERROR)
+        logging.getLogger("engine.assess").setLevel(logging.ERROR)
     args.config = _config_path(args.config)
     if not args.recording.is_file():
         sys.stderr.write(f"monitorx backtest: recording not found: {args.recording}\n")

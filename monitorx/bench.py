@@ -1,11 +1,25 @@
-"""``monitorx bench``: bare RQ against the full pipeline, same worker class and count, one run.
+"""``monitorx bench``: two scenarios, each one run whose last printed line is one JSON object.
 
+``--scenario saturating`` (the default): bare RQ against the full pipeline, same worker class
+and count.
 (a) ``rq_noop_jobs_per_s``: the MonitorX queue, job class and JSON serializer, with no-op jobs
     pre-enqueued, drained by N burst workers: the ceiling RQ itself sets on this machine.
 (b) the pipeline: simulator (bench preset, all accounts of the legacy configuration) -> ingestor
     -> dispatcher -> N workers -> alerter (JSONL), every pair of the configuration enabled, with
     low-balance thresholds set so every evaluation alerts (cooldown 0) to time frames to alerts.
-The last line printed is one JSON object with the figures.
+
+``--scenario quiet-desk``: CPU per frame of a quiet desk, MonitorX against the prototype's way.
+(a) the pipeline: simulator (quiet preset: 12 Binance accounts, still wallets, 5 Hz) ->
+    ingestor -> dispatcher -> N workers -> alerter (JSONL), configured with ``QUIET_CONFIG``
+    (nothing breaches, nothing fires). After ``--warmup`` frames, ``--frames`` frames are
+    measured: user + system CPU (psutil) of every MonitorX process over that window divided by
+    the frames the ingestor received (``monitorx_cpu_ms_per_frame``; redis-server apart, as
+    ``redis_cpu_ms_per_frame``), and the counters' growth per frame (jobs, evaluations,
+    coalesced jobs).
+(b) the in-process baseline (:func:`in_process`): the same scenario's frames at the same times
+    in one loop of one process, as the prototype runs: parse, normalize every account as the
+    ingestor does, and evaluate every check the plan routes to it (``time.process_time``,
+    ``baseline_cpu_ms_per_frame``); ``ratio`` = (a) / (b).
 """
 
 from __future__ import annotations
@@ -17,6 +31,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,10 +40,20 @@ from typing import Any
 import psutil
 import redis
 
+from engine.jobs import NOOP, make_queue
+from engine.plan import Plan, load_plan
+from ingestor.frames import SequenceClock, parse_frame
 from monitorx.procs import Supervisor, free_port, start_redis
-from shared.keys import COUNTER_COALESCED, COUNTER_EVALS, Keys
+from shared.keys import (
+    COUNTER_ALERTS,
+    COUNTER_COALESCED,
+    COUNTER_EVALS,
+    COUNTER_FRAMES,
+    COUNTER_JOBS,
+    Keys,
+)
 from shared.lifecycle import setup_logging
-from workers.worker import make_queue
+from simulator.frames import FrameGenerator, preset
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +68,38 @@ checks:
     cooldown: 0
 """
 """Added to the legacy configuration's checks: a low balance that fires on every evaluation."""
+
+SCENARIOS: tuple[str, ...] = ("saturating", "quiet-desk")
+"""``--scenario`` choices; the first is the default."""
+SATURATING_HZ = 20.0
+"""Saturating scenario's default frame rate: enough to keep the workers saturated."""
+
+QUIET_CONFIG = """
+version: 1
+stale_after: 60
+checks:
+  low-balance:
+    check: low_balance
+    accounts: ["BINANCE-*"]
+    params: {thresholds: {USDT: 10000, USDC: 10000, BNB: 3}}
+"""
+"""The quiet desk's configuration: the legacy low balance over every Binance account, its
+thresholds below every balance the quiet preset sends; the plan adds stale data (60 s)."""
+QUIET_FEED: tuple[str, ...] = ("--scenario", "quiet", "--log-level", "WARNING")
+"""The quiet desk's simulator options, before its rate and accounts."""
+QUIET_HZ = 5.0
+"""Quiet desk's default frame rate (Galio's)."""
+QUIET_ACCOUNTS = 12
+"""Quiet desk's default number of Binance accounts."""
+QUIET_FRAMES = 300
+"""Quiet desk's default measured frames (60 s at 5 Hz)."""
+QUIET_WARMUP = 50
+"""Quiet desk's default frames received before the measured window opens (start-up and the
+first evaluation of every pair stay out of it)."""
+MONITORX_ROLES: tuple[str, ...] = ("ingestor", "dispatcher", "workers", "alerter")
+"""The processes whose CPU counts as MonitorX's (every worker under ``workers``)."""
+BASELINE_PASSES = 3
+"""Passes of the in-process baseline over the frames; the median is reported."""
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -72,9 +130,7 @@ def bare_rq(url: str, workers: int, kind: str, jobs: int) -> float:
     rq_conn = redis.Redis.from_url(url)
     queue = make_queue(rq_conn)
     datas = [
-        queue.prepare_data(
-            "workers.bench.noop", args=["bench", f"acc{i % 13}", None], result_ttl=0, meta={"prefix": "mx:"}
-        )
+        queue.prepare_data(NOOP, args=["bench", f"acc{i % 13}", None], result_ttl=0, meta={"prefix": "mx:"})
         for i in range(jobs)
     ]
     for start in range(0, jobs, 1000):
@@ -125,33 +181,15 @@ def pipeline(
 ) -> dict[str, Any]:
     config = tmp / "bench.yaml"
     config.write_text(_bench_yaml(legacy))
-    sim_port = free_port()
     jsonl = tmp / "alerts.jsonl"
-    env = {
-        "MONITORX_REDIS_URL": url,
-        "MONITORX_GALIO_URI": f"ws://127.0.0.1:{sim_port}",
-        "MONITORX_CONFIG": str(config),
-        "MONITORX_ALERTS_JSONL": str(jsonl),
-        "MONITORX_LOG_LEVEL": "WARNING",
-        "MONITORX_RESULT_TTL": "600",
-        "MONITORX_WORKER_CLASS": kind,
-    }
     sup = Supervisor()
     sampler = RssSampler(sup)
     r = redis.Redis.from_url(url, decode_responses=True)
     keys = Keys()
     try:
-        sup.python("alerter", "alerter", [], env=env)
-        for n in range(workers):
-            sup.python(f"worker-{n}", "workers", ["--name", f"bench-{n}"], env=env)
-        sup.python("dispatcher", "dispatcher", [], env=env)
-        sup.python(
-            "simulator",
-            "simulator",
-            ["--port", str(sim_port), "--scenario", "bench", "--hz", str(hz), "--accounts", "13"],
-            env=env,
-        )
-        sup.python("ingestor", "ingestor", [], env=env)
+        feed = ["--scenario", "bench", "--hz", str(hz), "--accounts", "13"]
+        env = {"MONITORX_CONFIG": str(config), "MONITORX_RESULT_TTL": "600"}
+        start_pipeline(sup, url, jsonl, workers, kind, feed, env)
         _wait_for_evals(r, keys, 30)
         evals0, t0 = int(r.hget(keys.counters, COUNTER_EVALS) or 0), time.perf_counter()
         while time.perf_counter() - t0 < seconds:
@@ -169,6 +207,34 @@ def pipeline(
         "frames": int(counters.get("frames", 0)),
         "peak_rss_mb": sampler.peak,
     }
+
+
+def start_pipeline(
+    sup: Supervisor,
+    url: str,
+    jsonl: Path,
+    workers: int,
+    kind: str,
+    feed: Sequence[str],
+    env: dict[str, str],
+) -> None:
+    """Alerter (JSONL sink), ``workers`` workers of class ``kind``, dispatcher, simulator (``feed``:
+    its scenario options) and ingestor under ``sup``, in that order, with ``env`` added."""
+    sim_port = free_port()
+    env = {
+        "MONITORX_REDIS_URL": url,
+        "MONITORX_GALIO_URI": f"ws://127.0.0.1:{sim_port}",
+        "MONITORX_ALERTS_JSONL": str(jsonl),
+        "MONITORX_LOG_LEVEL": "WARNING",
+        "MONITORX_WORKER_CLASS": kind,
+        **env,
+    }
+    sup.python("alerter", "alerter", [], env=env)
+    for n in range(workers):
+        sup.python(f"worker-{n}", "workers", ["--name", f"bench-{n}"], env=env)
+    sup.python("dispatcher", "dispatcher", [], env=env)
+    sup.python("simulator", "simulator", ["--port", str(sim_port), *feed], env=env)
+    sup.python("ingestor", "ingestor", [], env=env)
 
 
 def _wait_for_evals(r: redis.Redis, keys: Keys, timeout: float) -> None:
@@ -190,25 +256,44 @@ def _bench_yaml(legacy: Path) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="monitorx bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--scenario", choices=SCENARIOS, default=SCENARIOS[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--class", dest="kind", choices=["simple", "fork"], default="simple")
     parser.add_argument("--jobs", type=int, default=20000, help="no-op jobs for the bare-RQ baseline")
-    parser.add_argument("--seconds", type=float, default=20.0, help="measured pipeline time")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured pipeline time (saturating)")
     parser.add_argument(
         "--hz",
         type=float,
-        default=20.0,
-        help="simulator frames per second (enough to keep the workers saturated)",
+        default=None,
+        help=f"simulator frames per second (default: {SATURATING_HZ:g} saturating, enough to keep the "
+        f"workers saturated; {QUIET_HZ:g} quiet-desk)",
     )
     parser.add_argument(
         "--legacy", type=Path, default=Path(__file__).resolve().parents[2] / "shared/legacy/features.json"
     )
-    args = parser.parse_args(argv)
+    quiet = parser.add_argument_group("quiet-desk")
+    quiet.add_argument("--accounts", type=int, default=QUIET_ACCOUNTS, help="Binance accounts")
+    quiet.add_argument("--frames", type=int, default=QUIET_FRAMES, help="frames measured")
+    quiet.add_argument("--warmup", type=int, default=QUIET_WARMUP, help="frames received before measuring")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging("INFO")
+    result = quiet_desk(args) if args.scenario == "quiet-desk" else saturating(args)
+    print(json.dumps(result), flush=True)
+    sys.stdout.flush()
+    return 0
+
+
+def saturating(args: argparse.Namespace) -> dict[str, Any]:
+    """The default scenario's figures: bare RQ, then the saturated pipeline."""
+    hz = SATURATING_HZ if args.hz is None else args.hz
     with tempfile.TemporaryDirectory(prefix="monitorx-bench-") as tmpdir:
         tmp = Path(tmpdir)
         sup = Supervisor()
@@ -217,11 +302,11 @@ def main(argv: list[str] | None = None) -> int:
             noop = bare_rq(url, args.workers, args.kind, args.jobs)
             log.info("bare RQ: %.0f no-op jobs/s", noop)
             redis.Redis.from_url(url).flushall()
-            run = pipeline(url, tmp, args.workers, args.kind, args.seconds, args.hz, args.legacy)
+            run = pipeline(url, tmp, args.workers, args.kind, args.seconds, hz, args.legacy)
         finally:
             sup.stop_all()
     f2a, e2s = run["frame_to_alert_ms"], run["enqueue_to_start_ms"]
-    result = {
+    return {
         "workers": args.workers,
         "worker_class": args.kind,
         "evals_per_s": round(run["evals_per_s"], 1),
@@ -234,6 +319,157 @@ def main(argv: list[str] | None = None) -> int:
         "frames": run["frames"],
         "peak_rss_mb": round(run["peak_rss_mb"], 1),
     }
-    print(json.dumps(result), flush=True)
-    sys.stdout.flush()
-    return 0
+
+
+# the quiet desk
+
+
+def quiet_desk(args: argparse.Namespace) -> dict[str, Any]:
+    """The quiet-desk scenario's figures: the pipeline's window, then the in-process baseline
+    (median of ``BASELINE_PASSES`` passes) over the same frames, with the same plan."""
+    hz = QUIET_HZ if args.hz is None else args.hz
+    with tempfile.TemporaryDirectory(prefix="monitorx-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        config = tmp / "quiet.yaml"
+        config.write_text(QUIET_CONFIG)
+        sup = Supervisor()
+        try:
+            url = start_redis(sup, tmp)
+            window = quiet_pipeline(url, sup.children[-1].proc.pid, tmp, args, hz, config)
+        finally:
+            sup.stop_all()
+        plan = load_plan(config)
+    texts = quiet_frames(args.accounts, hz, args.warmup, args.frames)
+    baseline = statistics.median(in_process(texts, plan).cpu_ms_per_frame for _ in range(BASELINE_PASSES))
+    return _quiet_figures(args, hz, window, baseline)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """CPU seconds of each MonitorX role and of redis-server, and the counters, at one moment."""
+
+    cpu: dict[str, float]
+    redis_cpu: float
+    counters: dict[str, int]
+
+    def counter(self, name: str) -> int:
+        return self.counters.get(name, 0)
+
+
+def quiet_pipeline(
+    url: str, redis_pid: int, tmp: Path, args: argparse.Namespace, hz: float, config: Path
+) -> tuple[Reading, Reading]:
+    """Readings at the start and the end of the measured window: it opens once the ingestor has
+    counted ``args.warmup`` frames and closes ``args.frames`` frames later."""
+    sup = Supervisor()
+    r = redis.Redis.from_url(url, decode_responses=True)
+    keys = Keys()
+    try:
+        feed = [*QUIET_FEED, "--hz", str(hz), "--accounts", str(args.accounts)]
+        env = {"MONITORX_CONFIG": str(config)}
+        start_pipeline(sup, url, tmp / "alerts.jsonl", args.workers, args.kind, feed, env)
+        _wait_for_frames(r, keys, sup, args.warmup, 60 + args.warmup / hz)
+        before = _read(sup, redis_pid, r, keys)
+        end = before.counter(COUNTER_FRAMES) + args.frames
+        _wait_for_frames(r, keys, sup, end, 30 + 2 * args.frames / hz)
+        after = _read(sup, redis_pid, r, keys)
+    finally:
+        sup.stop_all()
+    return before, after
+
+
+def _wait_for_frames(r: redis.Redis, keys: Keys, sup: Supervisor, count: int, timeout: float) -> None:
+    """Until the ingestor has counted ``count`` frames; raises if a child exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while int(r.hget(keys.counters, COUNTER_FRAMES) or 0) < count:
+        if exited := sup.exited():
+            raise RuntimeError(f"{', '.join(c.name for c in exited)} exited: see the logs above")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"fewer than {count} frames within {timeout:.0f} s: see the logs above")
+        time.sleep(0.1)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, and of the children it has waited for (a fork worker's
+    work horses)."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def _read(sup: Supervisor, redis_pid: int, r: redis.Redis, keys: Keys) -> Reading:
+    cpu = dict.fromkeys(MONITORX_ROLES, 0.0)
+    for child in sup.children:
+        role = "workers" if child.name.startswith("worker-") else child.name
+        if role in cpu:
+            cpu[role] += _cpu_seconds(child.proc.pid)
+    counters: dict[str, str] = r.hgetall(keys.counters)  # type: ignore[assignment]
+    return Reading(cpu, _cpu_seconds(redis_pid), {name: int(n) for name, n in counters.items()})
+
+
+def quiet_frames(accounts: int, hz: float, first: int, count: int) -> list[str]:
+    """The quiet preset's frames as the simulator sends them at ``hz``: ticks ``first`` to
+    ``first + count`` (the measured window opens after about ``first`` frames)."""
+    generator = FrameGenerator(preset("quiet", accounts=accounts))
+    texts = (generator.text(tick / hz) for tick in range(first, first + count))
+    return [text for text in texts if text is not None]
+
+
+@dataclass(frozen=True)
+class BaselineRun:
+    """One pass of :func:`in_process`."""
+
+    cpu_ms_per_frame: float
+    frames: int
+    evaluations: int
+    """Check evaluations, one per (account, routed check) of every frame."""
+    breached: int
+    """Breached findings among them."""
+
+
+def in_process(texts: Sequence[str], plan: Plan) -> BaselineRun:
+    """The prototype's way, timed with ``time.process_time``: one loop in this process over
+    ``texts``; each frame is parsed and its accounts normalized by ``ingestor.frames.parse_frame``
+    (as the ingestor does), then every check the plan routes to each account's snapshot is
+    evaluated with the plan's params at the snapshot's time. No state, no alerts, no I/O."""
+    clock = SequenceClock()
+    evaluations = breached = 0
+    began = time.process_time()
+    for text in texts:
+        for snap in parse_frame(text, time.time(), clock.next).snapshots:
+            for bound in plan.for_snapshot(snap.account):
+                findings = bound.check.evaluate(snap, bound.params, snap.observed_at)
+                evaluations += 1
+                breached += sum(finding.breached for finding in findings)
+    took_ms = (time.process_time() - began) * 1000
+    return BaselineRun(took_ms / max(1, len(texts)), len(texts), evaluations, breached)
+
+
+def _quiet_figures(
+    args: argparse.Namespace, hz: float, window: tuple[Reading, Reading], baseline: float
+) -> dict[str, Any]:
+    before, after = window
+    frames = max(1, after.counter(COUNTER_FRAMES) - before.counter(COUNTER_FRAMES))
+    cpu = {role: (after.cpu[role] - before.cpu[role]) * 1000 / frames for role in MONITORX_ROLES}
+    monitorx = sum(cpu.values())
+
+    def per_frame(name: str) -> float:
+        return round((after.counter(name) - before.counter(name)) / frames, 2)
+
+    return {
+        "scenario": "quiet-desk",
+        "accounts": args.accounts,
+        "hz": hz,
+        "frames": frames,
+        "workers": args.workers,
+        "worker_class": args.kind,
+        "monitorx_cpu_ms_per_frame": round(monitorx, 2),
+        "cpu_ms_per_frame_by_process": {role: round(ms, 2) for role, ms in cpu.items()},
+        "redis_cpu_ms_per_frame": round((after.redis_cpu - before.redis_cpu) * 1000 / frames, 2),
+        "baseline_cpu_ms_per_frame": round(baseline, 3),
+        "ratio": round(monitorx / baseline, 1) if baseline > 0 else None,
+        "jobs_enqueued_per_frame": per_frame(COUNTER_JOBS),
+        "evaluations_per_frame": per_frame(COUNTER_EVALS),
+        "coalesced_per_frame": per_frame(COUNTER_COALESCED),
+        "alerts_emitted": after.counter(COUNTER_ALERTS) - before.counter(COUNTER_ALERTS),
+        "frame_to_alert_p99_ms": None,  # nothing fires on a quiet desk
+    }

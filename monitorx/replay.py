@@ -11,8 +11,8 @@
   time-driven instances (``Plan.on_tick``) on the newest snapshot of each seen account (and of
   the explicit accounts once ``stale_after`` has passed), then decides the report slots
   (``engine.schedule.decide``), as ``dispatcher.service.Dispatcher.tick`` does;
-* the state of each (instance, account) pair moves through ``workers.runner.assess`` exactly as
-  ``workers.runner.apply`` moves it in Redis, ``_now`` rule included (an evaluation at or before
+* the state of each (instance, account) pair moves through ``engine.assess.assess`` exactly as
+  ``engine.store.evaluate_pair`` moves it in Redis, ``_now`` rule included (an evaluation at or before
   the pair's newest one changes nothing).
 
 Three shortcuts save most of the work and change no result:
@@ -48,6 +48,7 @@ from typing import Any, NamedTuple
 import orjson
 from pydantic import BaseModel
 
+from engine.assess import ERROR_KEY, assess, quiet_states, report_accounts, report_alerts
 from engine.checks.base import Evaluate, Finding, Screen
 from engine.plan import Bound, Plan
 from engine.schedule import decide, next_slot
@@ -56,7 +57,6 @@ from ingestor import frames
 from ingestor.normalize import Normalizer
 from shared.feed import Layouts
 from shared.models import Alert, Snapshot
-from workers.runner import ERROR_KEY, assess, quiet_states, report_accounts, report_alerts
 
 DEFAULT_TICK = 5.0
 """Seconds of virtual time between two ticks (the dispatcher's MONITORX_TICK_SECONDS default)."""
@@ -646,7 +646,7 @@ class Replay:
         return pair
 
     def _evaluate(self, bound: Bound, account: str, now: float) -> None:
-        """One evaluation on a tick, as ``workers.runner.apply`` runs it, on the account's newest
+        """One evaluation on a tick, as ``engine.store.evaluate_pair`` runs it, on the account's newest
         snapshot (built only when the check's ``age_screen`` cannot settle it)."""
         pair = self._pair(bound.name, account)
         if pair.last is not None and now <= pair.last:

@@ -18,6 +18,7 @@ from engine.checks import fmt, low_balance
 from engine.plan import Plan, build
 from engine.registry import Registry
 from engine.state import KeyState, Policy, step
+from engine.store import RedisStore, evaluate_pair
 from ingestor import frames
 from ingestor.frames import parse_frame
 from monitorx import cli
@@ -29,7 +30,6 @@ from shared.config import parse
 from shared.keys import Keys
 from shared.models import Alert, Snapshot, parse_number
 from simulator.frames import FrameGenerator, Scenario, preset
-from workers.runner import apply
 
 BASE = 1_700_000_000.0
 """Unix time of the first frame of the demo recordings (no report slot nearby)."""
@@ -323,11 +323,11 @@ def live_tick(
         if now - t0 >= plan.config.stale_after:
             accounts |= set(bound.instance.explicit_accounts)
         for account in sorted(accounts):
-            apply(r, keys, bound, account, latest.get(account), now, lambda at=now: at)
+            evaluate_pair(RedisStore(r, keys), bound, account, latest.get(account), now, lambda at=now: at)
 
 
 def live_alerts(r: redis_lib.Redis, plan: Plan, recording: Path, tick: float = 5.0) -> list[Alert]:
-    """The same frames and ticks through the live parser and ``workers.runner.apply`` on Redis:
+    """The same frames and ticks through the live parser and ``engine.store.evaluate_pair`` on Redis:
     every frame's snapshots, then the ticks every ``tick`` seconds from the first frame."""
     keys, seq = Keys("bt:"), itertools.count(1)
     records = list(read_recording(recording, Stats()))
@@ -340,7 +340,7 @@ def live_alerts(r: redis_lib.Redis, plan: Plan, recording: Path, tick: float = 5
         for snap in parse_frame(text, t, seq.__next__).snapshots:
             latest[snap.account] = snap
             for bound in plan.for_snapshot(snap.account):
-                apply(r, keys, bound, snap.account, snap, t, lambda at=t: at)
+                evaluate_pair(RedisStore(r, keys), bound, snap.account, snap, t, lambda at=t: at)
     while t0 + done * tick <= records[-1][0]:
         live_tick(r, keys, plan, latest, t0 + done * tick, t0)
         done += 1

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from engine.assess import assess, quiet_states
 from engine.checks import delta, low_balance, margin_risk, okx_hedge, stale_data
 from engine.checks.base import CheckSpec
 from engine.plan import build
@@ -22,7 +23,6 @@ from ingestor.normalize import normalize_account
 from shared.config import parse
 from shared.feed import KeyLayout
 from simulator.frames import FrameGenerator, preset
-from workers.runner import assess, quiet_states
 
 ACC = "BINANCE-AAZ01-UM"
 T = 1_700_000_000.0

@@ -14,6 +14,7 @@ from rq.job import JobStatus
 
 from engine.plan import build
 from engine.registry import Registry
+from engine.store import HOLD_SECONDS
 from ingestor.normalize import normalize_account
 from shared.config import parse
 from shared.keys import Keys
@@ -22,7 +23,6 @@ from tests.helpers import alerts_of, in_process
 from tests.pipeline import rq_worker_count
 from tests.test_dispatch_and_run import plan_of, snap
 from tests.test_isolation import ACC, HANG
-from workers.runner import HOLD_SECONDS
 from workers.worker import ABANDON_GRACE, RqOutageFilter, make_worker, retire_interrupted
 
 KEYS = Keys()

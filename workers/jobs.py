@@ -1,58 +1,104 @@
-"""The job class every MonitorX worker runs with: it refuses any job whose function or callback is
-not registered here (rq has no allowlist of its own: a forged job in Redis could name any
-importable callable). Checks themselves are data (an instance name), so plugins need no entry here."""
+"""The job functions the workers run (named in ``engine.jobs``), thin: they read what a job needs
+from Redis and hand it to the engine.
+
+Idempotent by construction: a pair's state remembers the time of its newest evaluation and
+refuses one at the same or an older time, so a job that runs twice (RQ retries abandoned jobs) or
+an older snapshot changes nothing; alert ids derive from the event, so even a duplicate that got
+through is recognised by the alerter.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
-from rq.job import Job
+import redis
+from rq.exceptions import AbandonedJobError
 
-from shared.keys import COUNTER_REJECTED_JOBS, DEFAULT_PREFIX, Keys
+from engine.assess import job_failure_alert, report_accounts, report_alerts
+from engine.checks.base import ReportSpec
+from engine.store import RedisStore, decode, evaluate_pair
+from shared import keys as K
+from shared.keys import Keys
+from shared.models import Snapshot
+from workers import context
 
 log = logging.getLogger(__name__)
 
-ALLOWED_FUNCTIONS = frozenset({"workers.runner.run_check", "workers.runner.run_report", "workers.bench.noop"})
-"""The only job functions a MonitorX worker executes."""
-ALLOWED_CALLBACKS = frozenset({"workers.runner.on_job_failure"})
+
+def run_check(instance: str, account: str, at: float | None = None) -> str:
+    """The RQ job: evaluate one (instance, account) pair on the account's newest snapshot.
+
+    ``at`` is the evaluation time of time-driven runs (dispatcher ticks); otherwise the time is
+    the snapshot's observed time, so a replay behaves like live. One round trip reads (and clears
+    the latest-wins marker first, so a frame arriving from now on queues a fresh job), one writes."""
+    ctx = context.current()
+    pipe = ctx.redis.pipeline(transaction=False)
+    pipe.delete(ctx.keys.queued(instance, account))
+    pipe.hget(ctx.keys.latest(account), "snapshot")
+    pipe.hgetall(ctx.keys.state(instance, account))
+    pipe.hincrby(ctx.keys.counters, K.COUNTER_EVALS, 1)
+    _, raw, stored, _ = pipe.execute()
+    bound = ctx.plan.get(instance)
+    if bound is None:
+        log.warning("job for unknown instance %s (configuration changed?)", instance)
+        return "unknown-instance"
+    snap = None if raw is None else Snapshot.model_validate_json(raw)
+    now = at if at is not None else (snap.observed_at if snap else None)
+    if now is None:
+        return "no-data"
+    return evaluate_pair(
+        RedisStore(ctx.redis, ctx.keys), bound, account, snap, now, ctx.clock, decode(stored)
+    )
 
 
-class RejectedJob(RuntimeError):
-    """A job named a function or callback outside the allowlist."""
+def on_job_failure(job: Any, connection: redis.Redis, exc_type: Any, value: Any, tb: Any) -> None:
+    """RQ failure callback (a crash outside the check, a timeout, an abandoned job). It may run in
+    another process, even an operator's ``rq info``: it uses only the job and the connection."""
+    prefix = str(job.meta.get("prefix", K.DEFAULT_PREFIX))
+    args = list(job.args or ())
+    instance, account = (str(args[0]), str(args[1])) if len(args) >= 2 else ("?", "?")
+    alert = job_failure_alert(job.id, instance, account, failure_text(job.id, exc_type, value), time.time())
+    keys = Keys(prefix)
+    connection.xadd(keys.alerts, {"alert": alert.model_dump_json()})
+    connection.hincrby(keys.counters, K.COUNTER_CHECK_ERRORS, 1)
 
 
-class CheckJob(Job):
-    """rq's Job with the allowlist enforced where the callable is resolved."""
+def failure_text(job_id: str, exc_type: Any, value: Any) -> str:
+    """Plain words for a failed job. rq passes an ``AbandonedJobError`` (older versions None) when
+    the worker running the job died; that is said as such, not as an exception name."""
+    if value is None or isinstance(value, AbandonedJobError):
+        return (
+            f"The worker running this check died (killed or lost) before the check finished; "
+            f"job {job_id} was abandoned and is not retried. The pair is evaluated again on its "
+            f"next snapshot or tick."
+        )
+    return f"Job {job_id} failed: {getattr(exc_type, '__name__', exc_type)}: {value}"
 
-    def _refuse(self, what: str, name: str) -> RejectedJob:
-        log.error("refused job %s: %s %r is not allowed", self.id, what, name)
-        prefix = str((self.meta or {}).get("prefix", DEFAULT_PREFIX))
-        self.connection.hincrby(Keys(prefix).counters, COUNTER_REJECTED_JOBS, 1)
-        return RejectedJob(f"{what} {name!r} is not an allowed MonitorX job function")
 
-    @property
-    def func(self) -> Any:
-        name = self.func_name
-        if name not in ALLOWED_FUNCTIONS:
-            raise self._refuse("function", str(name))
-        return Job.func.fget(self)  # type: ignore[attr-defined]
-
-    @property
-    def failure_callback(self) -> Any:
-        name = self._failure_callback_name
-        if name and name not in ALLOWED_CALLBACKS:
-            raise self._refuse("failure callback", name)
-        return Job.failure_callback.fget(self)  # type: ignore[attr-defined]
-
-    @property
-    def success_callback(self) -> Any:
-        if self._success_callback_name:
-            raise self._refuse("success callback", self._success_callback_name)
-        return None
-
-    @property
-    def stopped_callback(self) -> Any:
-        if self._stopped_callback_name:
-            raise self._refuse("stopped callback", self._stopped_callback_name)
-        return None
+def run_report(instance: str, account: str, at: float, late: bool = False) -> str:
+    """The RQ job of a scheduled report: build it from the newest snapshot of every account of
+    the instance at slot ``at``. Alert ids derive from (instance, label, slot), so a slot enqueued
+    twice (two dispatchers, a crash between enqueue and claim) is still delivered once."""
+    ctx = context.current()
+    bound = ctx.plan.get(instance)
+    if bound is None or not isinstance(bound.spec, ReportSpec):
+        log.warning("report job for unknown report instance %s", instance)
+        return "unknown-instance"
+    accounts = report_accounts(bound, ctx.redis.zrange(ctx.keys.seen, 0, -1))
+    pipe = ctx.redis.pipeline(transaction=False)
+    for name in accounts:
+        pipe.hget(ctx.keys.latest(name), "snapshot")
+    raws = pipe.execute()
+    snaps = {
+        a: None if raw is None else Snapshot.model_validate_json(raw)
+        for a, raw in zip(accounts, raws, strict=True)
+    }
+    alerts = report_alerts(bound, snaps, at, late, ctx.clock())
+    pipe = ctx.redis.pipeline(transaction=True)
+    for alert in alerts:
+        pipe.xadd(ctx.keys.alerts, {"alert": alert.model_dump_json()})
+    pipe.hincrby(ctx.keys.counters, K.COUNTER_ALERTS, len(alerts))
+    pipe.execute()
+    return "applied"

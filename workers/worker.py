@@ -10,16 +10,15 @@ from dataclasses import replace
 from typing import Any
 
 import redis
-from rq import Queue, SimpleWorker, Worker
+from rq import SimpleWorker, Worker
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
+from engine.jobs import CheckJob, make_queue
 from engine.reload import PlanSource
-from shared.keys import QUEUE_NAME
 from shared.lifecycle import Stopper
 from shared.redisio import Outage
 from workers.context import CURRENT, Context
-from workers.jobs import CheckJob
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +89,6 @@ class MonitorSimpleWorker(_ContextMixin, SimpleWorker):
 
 class MonitorForkWorker(_ContextMixin, Worker):
     """Forks a work horse per job (isolation at the cost of a fork per evaluation)."""
-
-
-def make_queue(connection: redis.Redis) -> Queue:
-    return Queue(QUEUE_NAME, connection=connection, serializer=JSONSerializer, job_class=CheckJob)
 
 
 def make_worker(

@@ -1,0 +1,46 @@
+"""The one place that builds an :class:`~shared.models.Alert`.
+
+An alert's id derives from its event, so the same event always gets the same id and the alerter
+delivers it once, however often it is written: by default from (instance, account, check, state,
+keys..., time of the evaluation); events of their own kind (a report slot, a failed job, a refused
+configuration file) pass the parts that identify them as ``event``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from engine.checks.base import Message
+from shared.models import Alert, AlertState, alert_id
+
+
+def make_alert(
+    *,
+    instance: str,
+    check: str,
+    account: str,
+    state: AlertState,
+    message: Message,
+    observed_at: float,
+    emitted_at: float,
+    keys: Sequence[str] = (),
+    labels: Mapping[str, str] | None = None,
+    event: Sequence[object] | None = None,
+) -> Alert:
+    """An alert of ``check`` about ``account``: ``observed_at`` is the time of the evaluation (or
+    of the event), ``emitted_at`` the wall clock of the process writing it."""
+    parts = event if event is not None else (instance, account, check, state, *keys, repr(observed_at))
+    return Alert(
+        id=alert_id(*parts),
+        check=check,
+        instance=instance,
+        account=account,
+        state=state,
+        severity=message.severity,
+        keys=tuple(keys),
+        title=message.title,
+        text=message.text,
+        observed_at=observed_at,
+        emitted_at=emitted_at,
+        labels=dict(labels or {}),
+    )

@@ -1,0 +1,207 @@
+"""Where pair state lives, and the one evaluation loop over it (:func:`evaluate_pair`).
+
+A pair is one (instance, account): a state per key (``engine.state.KeyState``) and ``last``, the
+time of its newest evaluation (``_now``). Two stores: :class:`RedisStore` (live: the hash
+``state:{instance}:{account}``, written with its alerts in one compare-and-set script) and
+:class:`MemoryStore` (the backtest: a dict and a list of alerts). Both keep the same rules:
+
+* idempotent: an evaluation at or before the pair's ``last`` changes nothing, so a job that runs
+  twice, or an older snapshot, writes nothing (``stale``);
+* an evaluation that changes no state and emits nothing writes nothing (``unchanged``): live, it
+  costs one round trip, the read;
+* the check runs once per evaluation, however often a concurrent writer makes the write retry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import redis
+from rq.timeouts import JobTimeoutException
+
+from engine.assess import Evaluation, assess, evaluate
+from engine.plan import Bound
+from engine.state import INITIAL, KeyState
+from shared import keys as K
+from shared.keys import Keys
+from shared.models import Alert, Snapshot
+
+NOW_FIELD = "_now"
+"""Field of the pair's hash holding the time of its newest evaluation."""
+CAS_ATTEMPTS = 20
+HOLD_SECONDS = 60
+"""A pair whose check ran into the job timeout gets no new job for this long (``hold`` key): a
+check that hangs costs one worker for one timeout per minute, never every worker."""
+
+Outcome = Literal["applied", "unchanged", "stale"]
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    """A pair as read: its key states, ``last`` (None: never evaluated) and ``token``, the stored
+    ``_now`` text a compare-and-set expects to find unchanged ('' when absent)."""
+
+    states: dict[str, KeyState] = field(default_factory=dict)
+    last: float | None = None
+    token: str = ""
+
+
+EMPTY = PairRecord()
+
+
+class PairStore(Protocol):
+    def read(self, instance: str, account: str) -> PairRecord: ...
+
+    def write(
+        self,
+        instance: str,
+        account: str,
+        prior: PairRecord,
+        now: float,
+        states: Mapping[str, KeyState],
+        alerts: Sequence[Alert],
+    ) -> bool:
+        """Apply the new states (a key back at INITIAL is deleted, keys not given are kept), set
+        ``last`` to ``now`` and emit the alerts, only if the pair is still as ``prior`` read it."""
+
+    def hold(self, instance: str, account: str, now: float) -> None:
+        """The pair's check timed out: no new job for it for HOLD_SECONDS (live only)."""
+
+
+def decode(stored: Mapping[str, str]) -> PairRecord:
+    """The record in a pair's hash as Redis holds it."""
+    fields = dict(stored)
+    token = fields.pop(NOW_FIELD, None)
+    states = {k: KeyState.from_json(json.loads(v)) for k, v in fields.items()}
+    return PairRecord(states, None if token is None else float(token), token or "")
+
+
+def evaluate_pair(
+    store: PairStore,
+    bound: Bound,
+    account: str,
+    snap: Snapshot | None,
+    now: float,
+    clock: Callable[[], float],
+    prior: PairRecord | None = None,
+    found: Evaluation | None = None,
+) -> Outcome:
+    """Evaluate one pair at ``now`` and store the outcome (see the module's rules). ``prior``: the
+    pair as the caller already read it; ``found``: the outcome of running the check, if known."""
+    for _ in range(CAS_ATTEMPTS):
+        record = store.read(bound.name, account) if prior is None else prior
+        prior = None
+        if record.last is not None and record.last >= now:
+            return "stale"
+        if found is None:
+            found = evaluate(bound, snap, now)
+            if isinstance(found, JobTimeoutException):
+                store.hold(bound.name, account, now)
+        result = assess(bound, account, snap, now, record.states, clock(), found)
+        if not result.alerts and _kept(result.states) == record.states:
+            return "unchanged"
+        if store.write(bound.name, account, record, now, result.states, result.alerts):
+            return "applied"
+    raise RuntimeError(f"state of {bound.name}/{account} kept changing under us")
+
+
+def _kept(states: Mapping[str, KeyState]) -> dict[str, KeyState]:
+    return {k: s for k, s in states.items() if s != INITIAL}
+
+
+# KEYS: state hash, alerts stream, counters. ARGV: expected _now ('' = none), new _now, the names
+# of the _now field and of the alerts and check-errors counters, then n_set, field, value...,
+# n_del, field..., n_alerts, alert json..., n_errors.
+# Compare-and-set: applies only if nobody evaluated this pair since we read its state.
+_CAS = """
+local cur = redis.call('HGET', KEYS[1], ARGV[3]) or ''
+if cur ~= ARGV[1] then return 0 end
+local i = 6
+local n = tonumber(ARGV[i]); i = i + 1
+local args = {ARGV[3], ARGV[2]}
+for _ = 1, n do table.insert(args, ARGV[i]); table.insert(args, ARGV[i + 1]); i = i + 2 end
+redis.call('HSET', KEYS[1], unpack(args))
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('HDEL', KEYS[1], ARGV[i]); i = i + 1 end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('XADD', KEYS[2], '*', 'alert', ARGV[i]); i = i + 1 end
+if n > 0 then redis.call('HINCRBY', KEYS[3], ARGV[4], n) end
+local errors = tonumber(ARGV[i])
+if errors > 0 then redis.call('HINCRBY', KEYS[3], ARGV[5], errors) end
+return 1
+"""
+
+
+class RedisStore:
+    """Pair state in Redis (``state:{instance}:{account}``); alerts to the alerts stream, written
+    with the state in one script."""
+
+    def __init__(self, r: redis.Redis, keys: Keys) -> None:
+        self._r = r
+        self._keys = keys
+        self._cas: Any = None
+
+    def read(self, instance: str, account: str) -> PairRecord:
+        stored: Any = self._r.hgetall(self._keys.state(instance, account))
+        return decode(stored)
+
+    def write(
+        self,
+        instance: str,
+        account: str,
+        prior: PairRecord,
+        now: float,
+        states: Mapping[str, KeyState],
+        alerts: Sequence[Alert],
+    ) -> bool:
+        self._cas = self._cas or self._r.register_script(_CAS)
+        keys = [self._keys.state(instance, account), self._keys.alerts, self._keys.counters]
+        return bool(self._cas(keys=keys, args=_cas_args(prior.token, now, states, alerts)))
+
+    def hold(self, instance: str, account: str, now: float) -> None:
+        self._r.set(self._keys.hold(instance, account), repr(now), ex=HOLD_SECONDS)
+
+
+def _cas_args(
+    token: str, now: float, states: Mapping[str, KeyState], alerts: Sequence[Alert]
+) -> list[str | int]:
+    keep = {k: json.dumps(s.to_json()) for k, s in states.items() if s != INITIAL}
+    drop = [k for k, s in states.items() if s == INITIAL]
+    errors = sum(1 for a in alerts if a.check == "check_error" and a.state == "firing")
+    args: list[str | int] = [token, repr(now), NOW_FIELD, K.COUNTER_ALERTS, K.COUNTER_CHECK_ERRORS, len(keep)]
+    for name, value in keep.items():
+        args += [name, value]
+    args += [len(drop), *drop, len(alerts), *(a.model_dump_json() for a in alerts), errors]
+    return args
+
+
+class MemoryStore:
+    """Pair state in a dict and alerts in a list (``alerts``): the backtest's store."""
+
+    def __init__(self) -> None:
+        self.pairs: dict[tuple[str, str], PairRecord] = {}
+        self.alerts: list[Alert] = []
+
+    def read(self, instance: str, account: str) -> PairRecord:
+        return self.pairs.get((instance, account), EMPTY)
+
+    def write(
+        self,
+        instance: str,
+        account: str,
+        prior: PairRecord,
+        now: float,
+        states: Mapping[str, KeyState],
+        alerts: Sequence[Alert],
+    ) -> bool:
+        merged = {**prior.states, **states}
+        kept = {k: s for k, s in merged.items() if s != INITIAL}
+        self.pairs[(instance, account)] = PairRecord(kept, now, repr(now))
+        self.alerts.extend(alerts)
+        return True
+
+    def hold(self, instance: str, account: str, now: float) -> None:
+        return None
