@@ -23,6 +23,7 @@ rather than at a worker's next maintenance.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -34,10 +35,12 @@ import redis
 from rq import Queue
 from rq.registry import StartedJobRegistry
 
+from engine.inputs import Gate, still_valid
 from engine.jobs import RUN_CHECK, RUN_REPORT, CheckJob, job_data, make_queue
 from engine.plan import Plan
 from engine.reload import PlanSource
 from engine.schedule import decide
+from engine.store import GATE_FIELD
 from shared import keys as K
 from shared.keys import Keys, job_id_part
 from shared.redisio import ensure_group
@@ -164,9 +167,37 @@ class Dispatcher:
             if "account" in f
             for b in self.plan.for_snapshot(f["account"])
         ]
-        enqueued = self.enqueue(pairs)
+        enqueued = self.enqueue(self.changed(pairs))
         self.r.xack(self.keys.snapshots, K.DISPATCH_GROUP, *[eid for eid, _ in entries])
         return enqueued
+
+    def changed(self, pairs: Sequence[Pair]) -> list[Pair]:
+        """The snapshot pairs that need an evaluation: all but those whose gate holds for their
+        account's newest snapshot (at rest, and what the check read is unchanged: see
+        ``engine.inputs``). Two round trips for a whole batch: the gates, then the snapshots."""
+        unique = list(dict.fromkeys(pairs))
+        pipe = self.r.pipeline(transaction=False)
+        for instance, account, _ in unique:
+            pipe.hget(self.keys.state(instance, account), GATE_FIELD)
+        gates = {pair: Gate.from_json(g) for pair, g in zip(unique, pipe.execute(), strict=True) if g}
+        if not gates:
+            return unique
+        raws = self._newest_raw(sorted({account for _, account, _ in gates}))
+        held = {pair for pair, gate in gates.items() if self._holds(gate, pair, raws)}
+        if held:
+            self.r.hincrby(self.keys.counters, K.COUNTER_UNCHANGED, len(held))
+        return [pair for pair in unique if pair not in held]
+
+    def _newest_raw(self, accounts: Sequence[str]) -> dict[str, dict[str, Any]]:
+        pipe = self.r.pipeline(transaction=False)
+        for account in accounts:
+            pipe.hget(self.keys.latest(account), "snapshot")
+        found = zip(accounts, pipe.execute(), strict=True)
+        return {account: json.loads(text)["raw"] for account, text in found if text is not None}
+
+    def _holds(self, gate: Gate, pair: Pair, raws: dict[str, dict[str, Any]]) -> bool:
+        bound, raw = self.plan.get(pair[0]), raws.get(pair[1])
+        return bound is not None and raw is not None and still_valid(gate, bound, raw)
 
     def tick(self, now: float) -> int:
         """Fail the jobs of dead workers, then enqueue the time-driven checks of every account

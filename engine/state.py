@@ -66,3 +66,9 @@ def step(state: KeyState, breached: bool, now: float, policy: Policy) -> tuple[K
 def _clear(state: KeyState, policy: Policy) -> tuple[KeyState, Event | None]:
     event: Event | None = "resolve" if state.firing else None
     return KeyState(last_alert=None if policy.forget_on_clear else state.last_alert), event
+
+
+def at_rest(state: KeyState, forget_on_clear: bool) -> bool:
+    """True when a clear leaves this key as it is and sends nothing (see ``_clear``: it resolves a
+    firing key, ends the delay clock and, with ``forget_on_clear``, forgets the last alert)."""
+    return not state.firing and state.since is None and (state.last_alert is None or not forget_on_clear)

@@ -22,15 +22,18 @@ from typing import Any, Literal, Protocol
 import redis
 from rq.timeouts import JobTimeoutException
 
-from engine.assess import Evaluation, assess, evaluate
+from engine.assess import ERROR_KEY, Evaluation, assess, evaluate
+from engine.inputs import Reads, gate_of, traced
 from engine.plan import Bound
-from engine.state import INITIAL, KeyState
+from engine.state import INITIAL, KeyState, at_rest
 from shared import keys as K
 from shared.keys import Keys
 from shared.models import Alert, Snapshot
 
 NOW_FIELD = "_now"
 """Field of the pair's hash holding the time of its newest evaluation."""
+GATE_FIELD = "_in"
+"""Field of the pair's hash holding its gate (``engine.inputs.Gate``) while it is at rest."""
 CAS_ATTEMPTS = 20
 HOLD_SECONDS = 60
 """A pair whose check ran into the job timeout gets no new job for this long (``hold`` key): a
@@ -47,6 +50,8 @@ class PairRecord:
     states: dict[str, KeyState] = field(default_factory=dict)
     last: float | None = None
     token: str = ""
+    gate: str | None = None
+    """The pair's gate (``engine.inputs.Gate`` JSON), present only while it is at rest."""
 
 
 EMPTY = PairRecord()
@@ -63,9 +68,11 @@ class PairStore(Protocol):
         now: float,
         states: Mapping[str, KeyState],
         alerts: Sequence[Alert],
+        gate: str | None,
     ) -> bool:
         """Apply the new states (a key back at INITIAL is deleted, keys not given are kept), set
-        ``last`` to ``now`` and emit the alerts, only if the pair is still as ``prior`` read it."""
+        ``last`` to ``now`` and the gate (None: none), and emit the alerts, only if the pair is
+        still as ``prior`` read it."""
 
     def hold(self, instance: str, account: str, now: float) -> None:
         """The pair's check timed out: no new job for it for HOLD_SECONDS (live only)."""
@@ -75,8 +82,9 @@ def decode(stored: Mapping[str, str]) -> PairRecord:
     """The record in a pair's hash as Redis holds it."""
     fields = dict(stored)
     token = fields.pop(NOW_FIELD, None)
+    gate = fields.pop(GATE_FIELD, None)
     states = {k: KeyState.from_json(json.loads(v)) for k, v in fields.items()}
-    return PairRecord(states, None if token is None else float(token), token or "")
+    return PairRecord(states, None if token is None else float(token), token or "", gate)
 
 
 def evaluate_pair(
@@ -87,29 +95,61 @@ def evaluate_pair(
     now: float,
     clock: Callable[[], float],
     prior: PairRecord | None = None,
-    found: Evaluation | None = None,
+    *,
+    on_snapshot: bool = False,
 ) -> Outcome:
     """Evaluate one pair at ``now`` and store the outcome (see the module's rules). ``prior``: the
-    pair as the caller already read it; ``found``: the outcome of running the check, if known."""
+    pair as the caller already read it. ``on_snapshot``: an evaluation at the snapshot's own time
+    (not a tick): its inputs are traced, and the pair's gate is set when it ends at rest."""
+    found: Evaluation | None = None
+    reads: Reads | None = None
     for _ in range(CAS_ATTEMPTS):
         record = store.read(bound.name, account) if prior is None else prior
         prior = None
         if record.last is not None and record.last >= now:
             return "stale"
         if found is None:
-            found = evaluate(bound, snap, now)
+            found, reads = _run(bound, snap, now, on_snapshot)
             if isinstance(found, JobTimeoutException):
                 store.hold(bound.name, account, now)
         result = assess(bound, account, snap, now, record.states, clock(), found)
-        if not result.alerts and _kept(result.states) == record.states:
+        kept = _merged(record.states, result.states)
+        gate = _gate(bound, snap, reads, kept, record.gate)
+        if not result.alerts and kept == record.states and gate == record.gate:
             return "unchanged"
-        if store.write(bound.name, account, record, now, result.states, result.alerts):
+        if store.write(bound.name, account, record, now, result.states, result.alerts, gate):
             return "applied"
     raise RuntimeError(f"state of {bound.name}/{account} kept changing under us")
 
 
-def _kept(states: Mapping[str, KeyState]) -> dict[str, KeyState]:
-    return {k: s for k, s in states.items() if s != INITIAL}
+def _run(bound: Bound, snap: Snapshot | None, now: float, trace: bool) -> tuple[Evaluation, Reads | None]:
+    """Run the check, on a traced copy of the snapshot when its inputs are wanted."""
+    if not trace or snap is None:
+        return evaluate(bound, snap, now), None
+    copy, reads = traced(snap)
+    return evaluate(bound, copy, now), reads
+
+
+def _merged(prior: Mapping[str, KeyState], states: Mapping[str, KeyState]) -> dict[str, KeyState]:
+    """The pair's key states after a write of ``states``: INITIAL ones deleted, others kept."""
+    return {k: s for k, s in {**prior, **states}.items() if s != INITIAL}
+
+
+def _gate(
+    bound: Bound,
+    snap: Snapshot | None,
+    reads: Reads | None,
+    kept: Mapping[str, KeyState],
+    prior: str | None,
+) -> str | None:
+    """The pair's gate after an evaluation: none unless every key is at rest; an evaluation on a
+    snapshot sets it from what it read; a tick leaves an existing one as it is."""
+    forget = bound.check.forget_on_clear
+    if not all(at_rest(s, forget and key != ERROR_KEY) for key, s in kept.items()):
+        return None
+    if reads is None or snap is None:
+        return prior
+    return gate_of(bound, snap.raw, reads).to_json()
 
 
 # KEYS: state hash, alerts stream, counters. ARGV: expected _now ('' = none), new _now, the names
@@ -156,20 +196,25 @@ class RedisStore:
         now: float,
         states: Mapping[str, KeyState],
         alerts: Sequence[Alert],
+        gate: str | None,
     ) -> bool:
         self._cas = self._cas or self._r.register_script(_CAS)
         keys = [self._keys.state(instance, account), self._keys.alerts, self._keys.counters]
-        return bool(self._cas(keys=keys, args=_cas_args(prior.token, now, states, alerts)))
+        return bool(self._cas(keys=keys, args=_cas_args(prior.token, now, states, alerts, gate)))
 
     def hold(self, instance: str, account: str, now: float) -> None:
         self._r.set(self._keys.hold(instance, account), repr(now), ex=HOLD_SECONDS)
 
 
 def _cas_args(
-    token: str, now: float, states: Mapping[str, KeyState], alerts: Sequence[Alert]
+    token: str, now: float, states: Mapping[str, KeyState], alerts: Sequence[Alert], gate: str | None
 ) -> list[str | int]:
     keep = {k: json.dumps(s.to_json()) for k, s in states.items() if s != INITIAL}
     drop = [k for k, s in states.items() if s == INITIAL]
+    if gate is None:
+        drop.append(GATE_FIELD)
+    else:
+        keep[GATE_FIELD] = gate
     errors = sum(1 for a in alerts if a.check == "check_error" and a.state == "firing")
     args: list[str | int] = [token, repr(now), NOW_FIELD, K.COUNTER_ALERTS, K.COUNTER_CHECK_ERRORS, len(keep)]
     for name, value in keep.items():
@@ -196,10 +241,9 @@ class MemoryStore:
         now: float,
         states: Mapping[str, KeyState],
         alerts: Sequence[Alert],
+        gate: str | None,
     ) -> bool:
-        merged = {**prior.states, **states}
-        kept = {k: s for k, s in merged.items() if s != INITIAL}
-        self.pairs[(instance, account)] = PairRecord(kept, now, repr(now))
+        self.pairs[(instance, account)] = PairRecord(_merged(prior.states, states), now, repr(now), gate)
         self.alerts.extend(alerts)
         return True
 

@@ -48,9 +48,8 @@ def run_check(instance: str, account: str, at: float | None = None) -> str:
     now = at if at is not None else (snap.observed_at if snap else None)
     if now is None:
         return "no-data"
-    return evaluate_pair(
-        RedisStore(ctx.redis, ctx.keys), bound, account, snap, now, ctx.clock, decode(stored)
-    )
+    store = RedisStore(ctx.redis, ctx.keys)
+    return evaluate_pair(store, bound, account, snap, now, ctx.clock, decode(stored), on_snapshot=at is None)
 
 
 def on_job_failure(job: Any, connection: redis.Redis, exc_type: Any, value: Any, tb: Any) -> None:
