@@ -30,8 +30,11 @@ unit: install
 
 test: lint unit
 
+# Two JSON lines: the saturating pipeline against bare RQ, then the quiet desk against the
+# in-process baseline (monitorx bench --help).
 bench: install
 	$(BIN)/monitorx bench $(ARGS)
+	$(BIN)/monitorx bench --scenario quiet-desk $(ARGS)
 
 # A simulated day through `monitorx backtest` (generates a 10.6 GiB recording in /tmp once);
 # ARGS="--frames 60000" for a shorter run extrapolated to the day.

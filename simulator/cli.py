@@ -68,7 +68,8 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
 def _add_scenario_options(parser: argparse.ArgumentParser) -> None:
     keep = argparse.SUPPRESS
     parser.add_argument("--scenario", choices=PRESETS, default="demo")
-    parser.add_argument("--accounts", type=int, default=3, help="Binance accounts (default 3)")
+    accounts_help = "Binance accounts (default: the scenario's, 3; quiet: 12)"
+    parser.add_argument("--accounts", type=int, default=keep, help=accounts_help)
     parser.add_argument("--no-okx", dest="okx", action="store_false", default=keep, help="no OKX account")
     parser.add_argument("--seed", type=int, default=keep)
     for name in ("low-at", "pause-at", "delta-at"):

@@ -16,6 +16,9 @@ other (Binance) or exactly hedged (OKX). Only the scripted incidents cross a thr
 - pause: from ``pause_at`` for ``pause_for`` seconds there is no frame at all;
 - delta drift: from ``delta_at``, account ``delta_account``'s ``BTCUSDC`` leg is 10 % smaller
   than its ``BTCUSDT`` leg (a delta of more than $1,000).
+
+With ``still_wallets`` (the ``quiet`` preset) wallet balances stay put while the market moves, as
+on a quiet desk between realized PnL, funding and transfers: see :attr:`Scenario.still_wallets`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -46,12 +50,13 @@ LEVERAGE = 20.0
 
 TAU = 2 * math.pi
 
-PRESETS: tuple[str, ...] = ("demo", "steady", "bench")
+PRESETS: tuple[str, ...] = ("demo", "steady", "bench", "quiet")
 _PRESET_FIELDS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
     {
         "demo": MappingProxyType({"low_at": 3.0, "pause_at": 8.0, "pause_for": 20.0}),
         "steady": MappingProxyType({}),
         "bench": MappingProxyType({}),
+        "quiet": MappingProxyType({"accounts": 12, "okx": False, "still_wallets": True}),
     }
 )
 
@@ -95,6 +100,13 @@ class Scenario:
     delta_account: int = 2
     string_share: float = 0.25
     """Share of balance and margin values sent as numeric strings, as Galio does."""
+    still_wallets: bool = False
+    """Wallet balances (``<ASSET>walletBalance``, ``<ASSET>crossWalletBalance``, their ``main``
+    totals, and BNB's figures, which are its balance) stay at the account's level on every frame
+    (``low_at`` moves USDT to the low level and keeps it there), while prices, marks, unrealized
+    PnL and margins move as usual. Every figure of an account then keeps its form, number or
+    numeric string, from frame to frame, so a figure that did not change is sent byte for byte
+    the same. False: every balance wanders and each value's form is drawn per frame."""
 
     def __post_init__(self) -> None:
         if self.accounts < 0:
@@ -134,8 +146,9 @@ def _since(at: float | None, t: float) -> bool:
 
 def preset(name: str, **overrides: Any) -> Scenario:
     """A named scenario with field overrides: ``demo`` (low balance on account 1 at 3 s, no frames
-    from 8 s to 28 s), ``steady`` (no incident) and ``bench`` (no incident, meant to be streamed
-    as fast as possible)."""
+    from 8 s to 28 s), ``steady`` (no incident), ``bench`` (no incident, meant to be streamed
+    as fast as possible) and ``quiet`` (a quiet desk: 12 Binance accounts, no OKX, no incident,
+    still wallets; ``monitorx bench --scenario quiet-desk`` streams it at 5 Hz)."""
     if name not in _PRESET_FIELDS:
         raise ValueError(f"unknown scenario {name!r}; expected one of {', '.join(PRESETS)}")
     return Scenario(**{"name": name, **_PRESET_FIELDS[name], **overrides})
@@ -325,7 +338,8 @@ def frame_at(scenario: Scenario, t: float) -> Frame | None:
 
 def _binance_object(profile: _Binance, scenario: Scenario, t: float) -> AccountObject:
     rng = _frame_rng(scenario.seed, profile.account, t)
-    balances = _balances(profile, scenario.low(profile.index, t), rng, t)
+    low = scenario.low(profile.index, t)
+    balances = _still_balances(profile, low) if scenario.still_wallets else _balances(profile, low, rng, t)
     legs = _legs(profile, scenario.drifting(profile.index, t), rng, t)
     obj = _positions(legs)
     assets = {
@@ -333,11 +347,14 @@ def _binance_object(profile: _Binance, scenario: Scenario, t: float) -> AccountO
         "USDC": _stable_asset("USDC", balances.usdc, legs, profile.order_share),
         "BNB": _bnb_asset(balances.bnb),
     }
-    emit = _Emitter(rng, scenario.string_share)
+    fixed = f"{scenario.seed}:{profile.account}" if scenario.still_wallets else None
+    emit = _Emitter(rng, scenario.string_share, fixed)
     for asset, fields in assets.items():
         decimals = 8 if asset == "BNB" else 2
-        obj.update({f"{asset}{field}": emit(value, decimals) for field, value in fields.items()})
-    obj.update({f"main{key}": emit(value, 2) for key, value in _totals(assets).items()})
+        obj.update(
+            {f"{asset}{field}": emit(f"{asset}{field}", value, decimals) for field, value in fields.items()}
+        )
+    obj.update({f"main{key}": emit(f"main{key}", value, 2) for key, value in _totals(assets).items()})
     obj.update(_symbol_margins(legs, emit))
     return obj
 
@@ -356,6 +373,11 @@ def _balances(profile: _Binance, low: bool, rng: random.Random, t: float) -> _Ba
     usdc = profile.usdc * (1 + 0.04 * _move(profile.usdc_wave, rng, t))
     bnb = profile.bnb * (1 + 0.1 * _move(profile.bnb_wave, rng, t))
     return _Balances(usdt=usdt, usdc=usdc, bnb=bnb)
+
+
+def _still_balances(profile: _Binance, low: bool) -> _Balances:
+    """The account's own levels, the same on every frame."""
+    return _Balances(usdt=profile.low_usdt if low else profile.usdt, usdc=profile.usdc, bnb=profile.bnb)
 
 
 def _legs(profile: _Binance, drifting: bool, rng: random.Random, t: float) -> list[_Leg]:
@@ -409,24 +431,35 @@ def _totals(assets: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
 def _symbol_margins(legs: list[_Leg], emit: _Emitter) -> AccountObject:
     out: AccountObject = {}
     for leg in legs:
-        out[f"{leg.symbol}initialMargin"] = emit(leg.initial_margin, 2)
-        out[f"{leg.symbol}maintMargin"] = emit(leg.maint_margin, 2)
-        out[f"{leg.symbol}crossUnPnl"] = emit(leg.unrealized, 2)
+        for field, value in (
+            ("initialMargin", leg.initial_margin),
+            ("maintMargin", leg.maint_margin),
+            ("crossUnPnl", leg.unrealized),
+        ):
+            out[f"{leg.symbol}{field}"] = emit(f"{leg.symbol}{field}", value, 2)
     return out
 
 
 class _Emitter:
-    """Rounds a figure and, for a seeded share of them, writes it as a numeric string."""
+    """Rounds a figure and, for a seeded share of them, writes it as a numeric string: drawn per
+    frame from ``rng``, or, given ``fixed`` (``seed:account``), once per key and for good (a
+    hash of ``fixed`` and the key, no draw from ``rng``)."""
 
-    def __init__(self, rng: random.Random, string_share: float) -> None:
+    def __init__(self, rng: random.Random, string_share: float, fixed: str | None = None) -> None:
         self._rng = rng
         self._share = string_share
+        self._fixed = fixed
 
-    def __call__(self, value: float, decimals: int) -> Value:
+    def __call__(self, key: str, value: float, decimals: int) -> Value:
         rounded = round(value, decimals) + 0.0
-        if self._rng.random() < self._share:
+        if self._as_string(key):
             return f"{rounded:.{max(decimals, 8)}f}"
         return rounded
+
+    def _as_string(self, key: str) -> bool:
+        if self._fixed is None:
+            return self._rng.random() < self._share
+        return zlib.crc32(f"{self._fixed}:{key}".encode()) / 2**32 < self._share
 
 
 def _okx_object(swaps: tuple[_Swap, ...], seed: int, t: float) -> AccountObject:

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -20,8 +20,16 @@ from websockets.exceptions import ConnectionClosed
 
 from ingestor.normalize import normalize_account
 from shared.models import Snapshot
-from simulator.cli import main
-from simulator.frames import OKX_ACCOUNT, FrameGenerator, Scenario, frame_at, preset
+from simulator.cli import build_parser, main, scenario_from_args
+from simulator.frames import (
+    OKX_ACCOUNT,
+    Frame,
+    FrameGenerator,
+    Scenario,
+    binance_account,
+    frame_at,
+    preset,
+)
 from simulator.server import ReplayOptions, SimulatorConfig, SimulatorServer, read_recording
 
 T = TypeVar("T")
@@ -255,6 +263,61 @@ def test_delta_drift() -> None:
     assert breaches(snaps[ACCOUNT_2]) == {"delta:BTC"}
     assert pair_deltas(snaps[ACCOUNT_2])["BTC"] > 1000
     assert all(breaches(s) == set() for a, s in snaps.items() if a != ACCOUNT_2)
+
+
+WALLET_KEYS = (
+    "USDTwalletBalance",
+    "USDCwalletBalance",
+    "BNBwalletBalance",
+    "USDTcrossWalletBalance",
+    "USDCcrossWalletBalance",
+    "maintotalWalletBalance",
+    "maintotalCrossWalletBalance",
+)
+MOVING_KEYS = (
+    "BTCUSDTAvg-Price",
+    "ETHUSDCAvg-Price",
+    "USDTunrealizedProfit",
+    "USDCmarginBalance",
+    "USDTavailableBalance",
+    "maintotalMaintMargin",
+    "BTCUSDTinitialMargin",
+    "ETHUSDTcrossUnPnl",
+)
+
+
+def wire_forms(frames: list[Frame], account: str, key: str) -> set[str]:
+    """The distinct texts a figure is sent as across frames."""
+    return {json.dumps(frame["pos"][account][key]) for frame in frames}
+
+
+def test_quiet_desk_keeps_wallets_still_while_the_market_moves() -> None:
+    times = [k / 5 for k in range(0, 300, 7)]  # 5 Hz ticks across a minute
+    quiet = [FrameGenerator(preset("quiet", seed=4)).frame(t) for t in times]
+    steady = [FrameGenerator(preset("steady", accounts=12, okx=False, seed=4)).frame(t) for t in times]
+    assert all(quiet) and all(steady)
+    frames, moving = cast(list[Frame], quiet), cast(list[Frame], steady)
+    accounts = [binance_account(i) for i in range(1, 13)]
+    assert all(list(frame["pos"]) == accounts for frame in frames), "12 Binance accounts, no OKX"
+    for account in accounts:
+        for key in WALLET_KEYS:
+            assert len(wire_forms(frames, account, key)) == 1, (account, key)
+            assert len(wire_forms(moving, account, key)) > len(times) // 2, "steady wallets move"
+        for key in MOVING_KEYS:
+            assert len(wire_forms(frames, account, key)) > len(times) // 2, (account, key)
+        assert all(breaches(snapshots(frame)[account]) == set() for frame in frames)
+    low = FrameGenerator(preset("quiet", low_at=10.0))
+    usdt = {snapshots(f)[ACCOUNT_1].values["USDTwalletBalance"] for f in map(low.frame, (10.0, 30.0)) if f}
+    assert len(usdt) == 1 and usdt.pop() < 10000, "a low balance is low and still"
+
+
+def test_cli_scenario_defaults_and_accounts_override() -> None:
+    def scenario(*argv: str) -> Scenario:
+        return scenario_from_args(build_parser().parse_args(list(argv)))
+
+    assert (scenario("--scenario", "quiet").accounts, scenario("--scenario", "quiet").okx) == (12, False)
+    assert scenario("--scenario", "quiet", "--accounts", "5").accounts == 5
+    assert scenario("--scenario", "steady").accounts == scenario().accounts == 3
 
 
 def test_scenario_validation() -> None:
