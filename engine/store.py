@@ -100,7 +100,7 @@ def evaluate_pair(
 ) -> Outcome:
     """Evaluate one pair at ``now`` and store the outcome (see the module's rules). ``prior``: the
     pair as the caller already read it. ``on_snapshot``: an evaluation at the snapshot's own time
-    (not a tick): its inputs are traced, and the pair's gate is set when it ends at rest."""
+    (not a tick): for a pair at rest its inputs are traced, and its gate set if it stays at rest."""
     found: Evaluation | None = None
     reads: Reads | None = None
     for _ in range(CAS_ATTEMPTS):
@@ -108,8 +108,8 @@ def evaluate_pair(
         prior = None
         if record.last is not None and record.last >= now:
             return "stale"
-        if found is None:
-            found, reads = _run(bound, snap, now, on_snapshot)
+        if found is None:  # inputs are traced only for a pair at rest: the only kind with a gate
+            found, reads = _run(bound, snap, now, on_snapshot and _resting(bound, record.states))
             if isinstance(found, JobTimeoutException):
                 store.hold(bound.name, account, now)
         result = assess(bound, account, snap, now, record.states, clock(), found)
@@ -135,6 +135,12 @@ def _merged(prior: Mapping[str, KeyState], states: Mapping[str, KeyState]) -> di
     return {k: s for k, s in {**prior, **states}.items() if s != INITIAL}
 
 
+def _resting(bound: Bound, states: Mapping[str, KeyState]) -> bool:
+    """Every key at rest: an evaluation that breaches nothing changes nothing."""
+    forget = bound.check.forget_on_clear
+    return all(at_rest(s, forget and key != ERROR_KEY) for key, s in states.items())
+
+
 def _gate(
     bound: Bound,
     snap: Snapshot | None,
@@ -143,9 +149,9 @@ def _gate(
     prior: str | None,
 ) -> str | None:
     """The pair's gate after an evaluation: none unless every key is at rest; an evaluation on a
-    snapshot sets it from what it read; a tick leaves an existing one as it is."""
-    forget = bound.check.forget_on_clear
-    if not all(at_rest(s, forget and key != ERROR_KEY) for key, s in kept.items()):
+    snapshot of a pair at rest sets it from what it read; otherwise (a tick, or a pair coming back
+    to rest, gated from its next evaluation on) an existing one stays as it is."""
+    if not _resting(bound, kept):
         return None
     if reads is None or snap is None:
         return prior
