@@ -39,8 +39,8 @@ from engine.inputs import Gate, still_valid
 from engine.jobs import RUN_CHECK, RUN_REPORT, CheckJob, job_data, make_queue
 from engine.plan import Plan
 from engine.reload import PlanSource
-from engine.schedule import decide
 from engine.store import GATE_FIELD
+from engine.tick import report_decision, time_driven
 from shared import keys as K
 from shared.keys import Keys, job_id_part
 from shared.redisio import ensure_group
@@ -204,12 +204,8 @@ class Dispatcher:
         they cover and the reports due."""
         assert self._started is not None, "start() first"
         self._started.cleanup(timestamp=now)
-        members: Any = self.r.zrange(self.keys.seen, 0, -1)
-        seen: set[str] = set(members)
-        unseen_due = now - self.started_at >= self.plan.config.stale_after
-        pairs: list[Pair] = []
-        for bound in self.plan.on_tick():
-            pairs.extend((bound.name, a, now) for a in bound.tick_accounts(seen, unseen_due))
+        seen: Any = self.r.zrange(self.keys.seen, 0, -1)
+        pairs = [(b.name, a, now) for b, a in time_driven(self.plan, seen, now, self.started_at)]
         return self.enqueue(pairs) + self.reports(now)
 
     def reports(self, now: float) -> int:
@@ -220,7 +216,7 @@ class Dispatcher:
         for bound in self.plan.reports():
             inst = bound.instance
             last: Any = self.r.get(self.keys.slot(inst.name))
-            decision = decide(bound.schedule, None if last is None else float(last), now, inst.missed)
+            decision = report_decision(bound, None if last is None else float(last), now)
             if decision.action == "send" and decision.slot is not None:
                 self._push_report(inst.name, decision.slot, decision.late)
                 sent += 1

@@ -51,8 +51,9 @@ from pydantic import BaseModel
 from engine.assess import ERROR_KEY, assess, quiet_states, report_accounts, report_alerts
 from engine.checks.base import Evaluate, Finding, Screen
 from engine.plan import Bound, Plan
-from engine.schedule import decide, next_slot
-from engine.state import INITIAL, KeyState
+from engine.schedule import next_slot
+from engine.state import INITIAL, KeyState, at_rest
+from engine.tick import report_decision, time_driven
 from ingestor import frames
 from ingestor.normalize import Normalizer
 from shared.feed import Layouts
@@ -220,13 +221,6 @@ def frame_at(path: Path, offset: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- state of one pair
-
-
-def at_rest(state: KeyState, forget_on_clear: bool) -> bool:
-    """True when a clear leaves this key as it is and sends nothing (``engine.state._clear``:
-    it resolves a firing key, ends the delay clock and, with ``forget_on_clear``, forgets the
-    last alert; ``tests/test_backtest.py`` checks this against ``step``)."""
-    return not state.firing and state.since is None and (state.last_alert is None or not forget_on_clear)
 
 
 @dataclass
@@ -486,7 +480,6 @@ class Replay:
         self._known: dict[str, _Entry] = {}
         self._normalize = Normalizer(trusted=True)  # objects come from decode: JSON as decoded
         self._routes: dict[str, tuple[_Route, ...]] = {}
-        self._ticking = plan.on_tick()
         self._reports = plan.reports()
         self._slots: dict[str, float] = {}
         self._due: dict[str, float] = {}
@@ -694,10 +687,8 @@ class Replay:
     def _tick(self, now: float) -> None:
         """The time-driven checks of every account they cover, then the report slots."""
         assert self._t0 is not None
-        unseen_due = now - self._t0 >= self.plan.config.stale_after
-        for bound in self._ticking:
-            for account in bound.tick_accounts(self._latest, unseen_due):
-                self._evaluate(bound, account, now)
+        for bound, account in time_driven(self.plan, self._latest, now, self._t0):
+            self._evaluate(bound, account, now)
         self._report_slots(now)
 
     def _report_slots(self, now: float) -> None:
@@ -706,7 +697,7 @@ class Replay:
             last = self._slots.get(inst.name)
             if last is not None and now < self._due[inst.name]:
                 continue  # decide would answer none until the next slot
-            decision = decide(bound.schedule, last, now, inst.missed)
+            decision = report_decision(bound, last, now)
             if decision.slot is None or decision.action == "none":
                 continue
             self._slots[inst.name] = decision.slot

@@ -17,14 +17,14 @@ import redis as redis_lib
 from engine.checks import fmt, low_balance
 from engine.plan import Plan, build
 from engine.registry import Registry
-from engine.state import KeyState, Policy, step
+from engine.state import KeyState, Policy, at_rest, step
 from engine.store import RedisStore, evaluate_pair
 from ingestor import frames
 from ingestor.frames import parse_frame
 from monitorx import cli
 from monitorx import replay as replay_module
 from monitorx.backtest import MAX_JOBS, PARALLEL_BYTES, ProgressBar, default_jobs, main
-from monitorx.replay import Fired, Options, Replay, Stats, at_rest, read_recording, same_object
+from monitorx.replay import Fired, Options, Replay, Stats, read_recording, same_object
 from monitorx.replay_pool import ReplayPool, ShareFailed, stretches
 from shared.config import parse
 from shared.keys import Keys
