@@ -24,7 +24,9 @@ Plain keys
     ``{p}hold:{instance}:{account}``    string, set by a job whose check ran into the job
                              timeout; while it lives (TTL) the dispatcher queues no job for the pair.
     ``{p}state:{instance}:{account}``   hash, alert state of one pair: field ``_now`` (time of
-                             the newest evaluation) and one field per key (KeyState JSON).
+                             the newest evaluation), ``_in`` (its gate while at rest:
+                             engine.inputs) and one field per key (KeyState JSON). Written by
+                             workers (engine.store), ``_in`` read by the dispatcher.
     ``{p}sent:{sink}:{alert_id}``       string, delivery marker of one alert on one sink. TTL.
     ``{p}attempts:{alert_id}``          hash sink -> failed attempts so far. TTL.
     ``{p}counters``          hash of monotonic counters (see COUNTER_* names).
