@@ -9,8 +9,10 @@ configuration file) pass the parts that identify them as ``event``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from engine.checks.base import Message
+from shared.keys import COUNTER_ALERTS, COUNTER_CHECK_ERRORS, Keys
 from shared.models import Alert, AlertState, alert_id
 
 
@@ -44,3 +46,17 @@ def make_alert(
         emitted_at=emitted_at,
         labels=dict(labels or {}),
     )
+
+
+def emit(client: Any, keys: Keys, alerts: Sequence[Alert]) -> None:
+    """Add alerts to the alerts stream (field ``alert``: the Alert JSON) and count them
+    (``alerts_emitted``, and ``check_errors`` for firing check errors), on a Redis client or on a
+    pipeline the caller executes. (Check evaluations write theirs inside the pair's
+    compare-and-set script, ``engine.store``, with the same fields and counters.)"""
+    for alert in alerts:
+        client.xadd(keys.alerts, {"alert": alert.model_dump_json()})
+    errors = sum(1 for a in alerts if a.check == "check_error" and a.state == "firing")
+    if alerts:
+        client.hincrby(keys.counters, COUNTER_ALERTS, len(alerts))
+    if errors:
+        client.hincrby(keys.counters, COUNTER_CHECK_ERRORS, errors)

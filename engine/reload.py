@@ -20,7 +20,7 @@ from types import FrameType
 
 import redis
 
-from engine.alerts import make_alert
+from engine.alerts import emit, make_alert
 from engine.checks.base import Message
 from engine.plan import Plan, load_plan
 from shared.config import ConfigError
@@ -80,7 +80,7 @@ class PlanSource:
             plan = self._loader(self.path)
         except ConfigError as exc:
             log.error("configuration reload refused, the last good configuration keeps running:\n%s", exc)
-            r.xadd(keys.alerts, {"alert": refused_alert(exc, self.path).model_dump_json()})
+            emit(r, keys, [refused_alert(exc, self.path)])
             return False
         log.info("configuration reloaded from %s: %d instances", plan.config.source, len(plan.bound))
         self.plan = plan

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import redis
 
+from engine.alerts import emit
 from ingestor.frames import ParsedFrame, QuarantineEntry, SequenceClock, parse_frame
 from shared.keys import (
-    COUNTER_ALERTS,
     COUNTER_FRAMES,
     COUNTER_INVALID_VALUES,
     COUNTER_MALFORMED,
@@ -141,12 +141,11 @@ class Ingestor:
         return parsed
 
     def queue_alerts(self, alerts: Sequence[Alert], hashes: Mapping[str, Mapping[str, str]]) -> None:
-        """Queue alerts for ``keys.alerts`` (field ``alert``, counted in COUNTER_ALERTS) and hash
+        """Queue alerts for ``keys.alerts`` (``engine.alerts.emit``: counted in alerts_emitted) and hash
         fields to set, written by the next flush after the pending snapshots; kept, in order,
         however long Redis is unavailable. No I/O."""
         with self._lock:
             self._pending.alerts.extend(alerts)
-            self._pending.counters[COUNTER_ALERTS] += len(alerts)
             for key, fields in hashes.items():
                 self._pending.hashes[key] = dict(fields)
 
@@ -214,8 +213,7 @@ class Ingestor:
         pipe = self._r.pipeline(transaction=False)
         for entry in batch.quarantine:
             pipe.xadd(self._keys.quarantine, entry.fields(), maxlen=QUARANTINE_MAXLEN, approximate=True)  # type: ignore[arg-type]
-        for alert in batch.alerts:
-            pipe.xadd(self._keys.alerts, {"alert": alert.model_dump_json()})
+        emit(pipe, self._keys, batch.alerts)
         for key, fields in batch.hashes.items():
             pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
         for name, count in batch.counters.items():

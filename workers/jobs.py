@@ -16,6 +16,7 @@ from typing import Any
 import redis
 from rq.exceptions import AbandonedJobError
 
+from engine.alerts import emit
 from engine.assess import job_failure_alert, report_accounts, report_alerts
 from engine.checks.base import ReportSpec
 from engine.store import RedisStore, decode, evaluate_pair
@@ -59,9 +60,7 @@ def on_job_failure(job: Any, connection: redis.Redis, exc_type: Any, value: Any,
     args = list(job.args or ())
     instance, account = (str(args[0]), str(args[1])) if len(args) >= 2 else ("?", "?")
     alert = job_failure_alert(job.id, instance, account, failure_text(job.id, exc_type, value), time.time())
-    keys = Keys(prefix)
-    connection.xadd(keys.alerts, {"alert": alert.model_dump_json()})
-    connection.hincrby(keys.counters, K.COUNTER_CHECK_ERRORS, 1)
+    emit(connection, Keys(prefix), [alert])
 
 
 def failure_text(job_id: str, exc_type: Any, value: Any) -> str:
@@ -96,8 +95,6 @@ def run_report(instance: str, account: str, at: float, late: bool = False) -> st
     }
     alerts = report_alerts(bound, snaps, at, late, ctx.clock())
     pipe = ctx.redis.pipeline(transaction=True)
-    for alert in alerts:
-        pipe.xadd(ctx.keys.alerts, {"alert": alert.model_dump_json()})
-    pipe.hincrby(ctx.keys.counters, K.COUNTER_ALERTS, len(alerts))
+    emit(pipe, ctx.keys, alerts)
     pipe.execute()
     return "applied"
