@@ -30,6 +30,7 @@ from shared.config import parse
 from shared.keys import Keys
 from shared.models import Alert, Snapshot, parse_number
 from simulator.frames import FrameGenerator, Scenario, preset
+from tests.golden.recordings import spoilt
 
 BASE = 1_700_000_000.0
 """Unix time of the first frame of the demo recordings (no report slot nearby)."""
@@ -438,27 +439,9 @@ def test_screening_in_processes_gives_the_single_process_result(tmp_path: Path, 
 
 
 def nasty(recording: Path) -> None:
-    """Mix into a recording what a real one may hold: a covered account with a lone surrogate in
-    its name, NaN figures, a value that is not an object, blank and junk lines, a frame without
-    pos, time going back and a repeated timestamp."""
+    """Mix into a recording what a real one may hold (``tests.golden.recordings.spoilt``)."""
     records = [json.loads(line) for line in recording.read_text(encoding="utf-8").splitlines()]
-    lines = [json.dumps(rec) for rec in records]
-    frame = json.loads(records[40]["frame"])
-    odd = {"BINANCE-AAZ07-UM\ud800": frame["pos"][LOW], LOW: "not an object"}
-    t = records[40]["received_at"]
-    balance = '"USDTwalletBalance": '
-    nan_balance = balance + 'NaN, "x": '
-    assert balance in records[60]["frame"]
-    lines[41:41] = [
-        json.dumps({"received_at": t + 0.01, "frame": json.dumps({"pos": odd})}),
-        "",
-        "junk",
-        json.dumps({"received_at": t + 0.02, "frame": '{"other": 1}'}),
-        json.dumps({"received_at": t - 3.0, "frame": records[10]["frame"]}),
-        json.dumps({"received_at": t + 0.02, "frame": records[60]["frame"].replace(balance, nan_balance)}),
-        json.dumps({"received_at": t + 0.02, "frame": records[61]["frame"]}),
-    ]
-    recording.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    recording.write_text("\n".join(spoilt(records)) + "\n", encoding="utf-8")
 
 
 def test_screening_in_processes_is_exact_on_a_nasty_recording(tmp_path: Path) -> None:

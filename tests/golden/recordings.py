@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 from simulator.frames import FrameGenerator, preset
 
@@ -51,21 +52,30 @@ def nasty(path: Path) -> Path:
     generator = FrameGenerator(preset("demo", accounts=2, okx=False, delta_at=2.0))
     texts = [(BASE + i / 5.0, generator.text((i // 2) * 2 / 5.0)) for i in range(226)]
     records = [{"received_at": at, "frame": text} for at, text in texts if text is not None]
+    lines = spoilt(records)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def spoilt(records: list[dict[str, Any]]) -> list[str]:
+    """The lines of a recording of these records (60 or more), with what a real one may hold mixed
+    in after the 41st: a covered account with a lone surrogate in its name, a value that is not an
+    object, blank and junk lines, a frame without pos, time going back, NaN figures, a repeated
+    timestamp and a gap of 30 s."""
     lines = [json.dumps(rec) for rec in records]
     frame = json.loads(str(records[40]["frame"]))
     odd = {"BINANCE-AAZ07-UM\ud800": frame["pos"]["BINANCE-AAZ01-UM"], "BINANCE-AAZ01-UM": "not an object"}
     t = float(str(records[40]["received_at"]))
     balance = '"USDTwalletBalance": '
-    spoilt = str(records[60]["frame"]).replace(balance, balance + 'NaN, "x": ')
+    nan = str(records[60]["frame"]).replace(balance, balance + 'NaN, "x": ')
     lines[41:41] = [
         json.dumps({"received_at": t + 0.01, "frame": json.dumps({"pos": odd})}),
         "",
         "junk",
         json.dumps({"received_at": t + 0.02, "frame": '{"other": 1}'}),
         json.dumps({"received_at": t - 3.0, "frame": records[10]["frame"]}),
-        json.dumps({"received_at": t + 0.02, "frame": spoilt}),
+        json.dumps({"received_at": t + 0.02, "frame": nan}),
         json.dumps({"received_at": t + 0.02, "frame": records[61]["frame"]}),
         json.dumps({"received_at": t + 30.0, "frame": records[62]["frame"]}),
-    ]  # fmt: skip
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    ]
+    return lines
