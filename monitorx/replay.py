@@ -19,7 +19,7 @@ Three shortcuts save most of the work and change no result:
 
 * quiet pairs: when every key of a pair is at rest and nothing is breached, assess would change
   nothing and alert nothing, so it is not called;
-* screens: for a quiet pair, a check's screen (``CheckSpec.screen``) decides on the raw account
+* screens: for a quiet pair, a check's screen (``monitorx.screens``) decides on the raw account
   object whether anything may be breached; when nothing may, neither the snapshot is built nor
   evaluate run (snapshots are built only when an evaluation, a tick or a report needs them);
 * reuse: a snapshot to build whose account object is identical to the one of the account's
@@ -49,13 +49,14 @@ import orjson
 from pydantic import BaseModel
 
 from engine.assess import ERROR_KEY, assess, quiet_states, report_accounts, report_alerts
-from engine.checks.base import Evaluate, Finding, Screen
+from engine.checks.base import Evaluate, Finding
 from engine.plan import Bound, Plan
 from engine.schedule import next_slot
 from engine.state import INITIAL, KeyState, at_rest
 from engine.tick import report_decision, time_driven
 from ingestor import frames
 from ingestor.normalize import Normalizer
+from monitorx.screens import AGE_SCREENS, SCREENS, Screen
 from shared.feed import Layouts
 from shared.models import Alert, Snapshot
 
@@ -83,7 +84,7 @@ class Options:
     reuse: bool = True
     """Reuse the snapshot and findings of an account object identical to the previous built one."""
     screen: bool = True
-    """Let the checks' screens settle the evaluations of quiet pairs (``CheckSpec.screen``)."""
+    """Let the checks' screens settle the evaluations of quiet pairs (``monitorx.screens``)."""
 
     def inside(self, t: float) -> bool:
         return (self.start is None or t >= self.start) and (self.end is None or t < self.end)
@@ -314,7 +315,7 @@ class _Screens:
     """The screens of one account's routes: ``always`` has the bits of the routes without one."""
 
     always: int
-    screens: tuple[tuple[int, Screen[Any], BaseModel], ...]
+    screens: tuple[tuple[int, Screen, BaseModel], ...]
     """``(bit, screen, params)`` of each route with a screen."""
     evaluates: tuple[tuple[Evaluate[Any], BaseModel], ...]
     """Each route's evaluate and params, by route index."""
@@ -399,7 +400,7 @@ class Screener:
         always, screens = 0, []
         bounds = self.plan.for_snapshot(account)
         for index, bound in enumerate(bounds):
-            screen = bound.check.screen if self.options.screen else None
+            screen = SCREENS.get(bound.check.name) if self.options.screen else None
             if screen is None:
                 always |= 1 << index
             else:
@@ -448,7 +449,7 @@ class _Route:
 
 def _aged_out(bound: Bound, age: float) -> bool:
     """True when the check's age screen settles an evaluation on a snapshot of that age."""
-    age_screen = bound.check.age_screen
+    age_screen = AGE_SCREENS.get(bound.check.name)
     if age_screen is None:
         return False
     try:

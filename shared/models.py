@@ -44,7 +44,7 @@ def parse_number(value: Any) -> tuple[float | None, str | None]:
 def raw_number(raw: Mapping[str, Any], key: str) -> float | None:
     """The number of ``raw[key]`` as a snapshot of ``raw`` holds it (``Snapshot.number``), read
     straight from the raw account object: None when absent; raises InvalidValue (account left
-    blank) when junk. For checks' screens, which decide without building the snapshot."""
+    blank) when junk. For the backtest's screens (monitorx.screens), which build no snapshot."""
     value = raw.get(key)
     if type(value) is float and value - value == 0.0:  # finite: the common case
         return value

@@ -1,4 +1,4 @@
-"""Every builtin screen keeps its promise (``engine.checks.base``): when it returns False,
+"""Every screen of the backtest keeps its promise (``monitorx.screens``): when it returns False,
 ``evaluate`` on a snapshot of the same raw object, at the snapshot's own time, finds nothing
 breached and raises nothing. Checked on thousands of random account objects mixing good figures,
 figures near every threshold, zeros, strings, nulls and junk, under the legacy and fixed params,
@@ -20,6 +20,7 @@ from engine.plan import build
 from engine.registry import Registry
 from engine.state import KeyState
 from ingestor.normalize import normalize_account
+from monitorx.screens import AGE_SCREENS, SCREENS, delta_screen, low_balance_screen
 from shared.config import parse
 from shared.feed import KeyLayout
 from simulator.frames import FrameGenerator, preset
@@ -87,9 +88,8 @@ PARAMS: list[tuple[CheckSpec[Any], BaseModel]] = [
 
 def _outcome(spec: CheckSpec[Any], obj: dict[str, Any], params: BaseModel) -> tuple[bool, bool]:
     """``(screen says maybe, evaluate breaches or raises)`` for one object."""
-    assert spec.screen is not None
     try:
-        maybe = spec.screen(obj, KeyLayout(tuple(obj)), params)
+        maybe = SCREENS[spec.name](obj, KeyLayout(tuple(obj)), params)
     except ValueError:
         maybe = True
     snap = normalize_account(ACC, obj, observed_at=T)
@@ -119,8 +119,8 @@ def test_screens_are_tight_on_healthy_simulated_accounts() -> None:
     params = low_balance.LowBalanceParams(thresholds={"USDT": 100, "USDC": 100, "BNB": 0.1})
     healthy = list(simulated())
     assert healthy
-    assert not any(low_balance.screen(o, KeyLayout(tuple(o)), params) for o in healthy)
-    assert not any(delta.screen(o, KeyLayout(tuple(o)), delta.DeltaParams(threshold=1e9)) for o in healthy)
+    assert not any(low_balance_screen(o, KeyLayout(tuple(o)), params) for o in healthy)
+    assert not any(delta_screen(o, KeyLayout(tuple(o)), delta.DeltaParams(threshold=1e9)) for o in healthy)
 
 
 def test_every_builtin_snapshot_check_has_a_screen() -> None:
@@ -128,17 +128,16 @@ def test_every_builtin_snapshot_check_has_a_screen() -> None:
     evaluate on every frame."""
     for spec in Registry.discover(plugins=False).specs.values():
         if isinstance(spec, CheckSpec):
-            assert spec.screen is not None, spec.name
+            assert spec.name in SCREENS, spec.name
 
 
 @pytest.mark.parametrize("max_age", [0.001, 1.0, 10.0, 600.0])
 def test_age_screen_never_hides_stale_data(max_age: float) -> None:
     params = stale_data.StaleDataParams(max_age=max_age)
     snap = normalize_account(ACC, {"USDTwalletBalance": 1.0}, observed_at=T)
-    assert stale_data.SPEC.age_screen is not None
     settled = 0
     for age in [0.0, max_age / 2, max_age, max_age + 1e-9, max_age * 2, max_age + 3600]:
-        maybe = stale_data.SPEC.age_screen(age, params)
+        maybe = AGE_SCREENS["stale_data"](age, params)
         breached = any(f.breached for f in stale_data.evaluate(snap, params, T + age))
         assert maybe or not breached, (age, max_age)
         settled += not maybe

@@ -20,16 +20,6 @@ slot) -> [(label, Message), ...]`` over the newest snapshot of each account (``N
 account that never reported), in the instance's account order; ``slot`` is the scheduled time.
 The label is the account a message is about, or ``*`` for a message about all of them.
 
-A check may also give a ``screen(raw, layout, params) -> bool``: a cheap test on the raw account
-object (``shared.models.raw_number`` reads a figure as the snapshot would) that returns False only
-when ``evaluate``, on a snapshot of that object at the snapshot's own time, would find nothing
-breached and raise nothing. It may return True, or raise, whenever it cannot tell. The backtest
-uses it to skip building the snapshot and evaluating while a pair is quiet; the live workers
-always evaluate. A time-driven check whose findings depend on the snapshot only through its age
-(``now - observed_at``) may also give an ``age_screen(age, params) -> bool``, with the same
-promise for any snapshot of that age: the backtest's ticks then build no snapshot either.
-``tests/test_screens.py`` holds every builtin screen to its promise.
-
 Params models may declare ``delay`` and ``cooldown`` fields: the framework fills them with the
 instance's effective values (for messages that quote them, as the legacy delta does).
 """
@@ -42,7 +32,6 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from shared.feed import KeyLayout
 from shared.models import Severity, Snapshot
 
 P = TypeVar("P", bound=BaseModel)
@@ -76,8 +65,6 @@ class Message:
 
 Evaluate = Callable[[Snapshot | None, P, float], Sequence[Finding]]
 Render = Callable[[str, Snapshot | None, P, Sequence[Finding]], Message]
-Screen = Callable[[Mapping[str, Any], KeyLayout, P], bool]
-AgeScreen = Callable[[float, P], bool]
 Build = Callable[[Mapping[str, Snapshot | None], P, float], Sequence[tuple[str, Message]]]
 
 
@@ -89,7 +76,6 @@ class CheckSpec(Generic[P]):
     of the last alert so a recovery and new breach inside the cooldown stay silent (low balance,
     margin risk). ``default_delay`` None fires on the first breaching evaluation; a number starts
     the legacy delay clock. ``triggers``: evaluated on each snapshot, on each dispatcher tick, or both.
-    ``screen`` and ``age_screen``: optional, see the module docstring.
     """
 
     name: str
@@ -102,8 +88,6 @@ class CheckSpec(Generic[P]):
     default_delay: float | None = None
     default_cooldown: float = 300.0
     default_resolved: bool = False
-    screen: Screen[P] | None = None
-    age_screen: AgeScreen[P] | None = None
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,11 @@ feed that reorders its keys. A pair leg whose position is null or empty raises I
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 from engine.checks import fmt
 from engine.checks.base import CheckSpec, Finding, Message, Params
-from shared.feed import KeyLayout
-from shared.models import InvalidValue, Snapshot, raw_number
+from shared.models import InvalidValue, Snapshot
 
 SUFFIXES = ("USDT", "USDC")
 SUFFIX_LENGTH = 4
@@ -51,7 +49,7 @@ def _size(snap: Snapshot, key: str) -> float:
     return size
 
 
-def _values(q1: float, q2: float, price: float, sign_aware: bool) -> tuple[float, float, float]:
+def leg_values(q1: float, q2: float, price: float, sign_aware: bool) -> tuple[float, float, float]:
     """``(delta, value 1, value 2)`` of two legs valued at one price."""
     v1, v2 = q1 * price, q2 * price
     if sign_aware:
@@ -65,7 +63,7 @@ def _assess(snap: Snapshot, base: str, first: str, second: str, params: DeltaPar
     if not price:
         return None
     q1, q2 = _size(snap, first), _size(snap, second)
-    delta, v1, v2 = _values(q1, q2, price, params.sign_aware)
+    delta, v1, v2 = leg_values(q1, q2, price, params.sign_aware)
     legs = [(first, q1, price, v1), (second, q2, price, v2)]
     key = f"{base}USDT/{base}USDC"
     return Finding(key, delta > params.threshold, {"delta": delta, "legs": legs})
@@ -76,23 +74,6 @@ def evaluate(snap: Snapshot | None, params: DeltaParams, now: float) -> list[Fin
         return []
     found = (_assess(snap, base, first, second, params) for base, first, second in snap.layout.derived(pairs))
     return [f for f in found if f is not None]
-
-
-def priced_pairs(keys: Iterable[str]) -> list[tuple[str, str, str]]:
-    """``(first, second, price key of first)`` of every pair, in key order."""
-    return [(first, second, first + PRICE) for _, first, second in pairs(keys)]
-
-
-def screen(raw: Mapping[str, Any], layout: KeyLayout, params: DeltaParams) -> bool:
-    """True when a pair may breach (or a leg is null or empty, which evaluate reports)."""
-    for first, second, price_key in layout.derived(priced_pairs):
-        price = raw_number(raw, price_key)
-        if not price:
-            continue
-        q1, q2 = raw_number(raw, first), raw_number(raw, second)
-        if q1 is None or q2 is None or _values(q1, q2, price, params.sign_aware)[0] > params.threshold:
-            return True
-    return False
 
 
 def _leg(symbol: str, qty: float, price: float, value: float) -> str:
@@ -123,5 +104,4 @@ SPEC = CheckSpec(
     forget_on_clear=True,
     default_delay=60.0,
     default_cooldown=300.0,
-    screen=screen,
 )

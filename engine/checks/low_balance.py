@@ -8,15 +8,13 @@ fire on one evaluation go into one message.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from pydantic import Field
 
 from engine.checks import fmt
 from engine.checks.base import CheckSpec, Finding, Message, Params
-from shared.feed import KeyLayout
-from shared.models import Snapshot, raw_number
+from shared.models import Snapshot
 
 DEFAULT_THRESHOLDS: dict[str, int | float] = {"USDT": 10000, "USDC": 10000, "BNB": 3}
 """The legacy thresholds (copied into each params object, never mutated)."""
@@ -31,7 +29,7 @@ class LowBalanceParams(Params):
     """Fix for the legacy quirk: also alert on a balance of exactly 0 or a missing key."""
 
 
-def _breached(balance: float | None, threshold: float, strict: bool) -> bool:
+def below(balance: float | None, threshold: float, strict: bool) -> bool:
     if balance is None or balance <= 0:
         return strict
     return balance < threshold
@@ -45,17 +43,9 @@ def evaluate(snap: Snapshot | None, params: LowBalanceParams, now: float) -> lis
         balance = snap.number(f"{asset}walletBalance")
         if balance is None and not params.alert_zero_or_missing:
             continue
-        breached = _breached(balance, threshold, params.alert_zero_or_missing)
+        breached = below(balance, threshold, params.alert_zero_or_missing)
         findings.append(Finding(asset, breached, {"balance": balance, "threshold": threshold}))
     return findings
-
-
-def screen(raw: Mapping[str, Any], layout: KeyLayout, params: LowBalanceParams) -> bool:
-    strict = params.alert_zero_or_missing
-    for asset, threshold in params.thresholds.items():
-        if _breached(raw_number(raw, f"{asset}walletBalance"), threshold, strict):
-            return True
-    return False
 
 
 def _line(asset: str, balance: float | None, threshold: float, params: LowBalanceParams) -> str:
@@ -83,5 +73,4 @@ SPEC = CheckSpec(
     forget_on_clear=False,
     default_delay=None,
     default_cooldown=60.0,
-    screen=screen,
 )

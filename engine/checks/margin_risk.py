@@ -16,12 +16,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
 
 from engine.checks import fmt
 from engine.checks.base import CheckSpec, Finding, Message, Params
-from shared.feed import KeyLayout
-from shared.models import Snapshot, raw_number
+from shared.models import Snapshot
 
 RATIO = "usdt_usdc_ratio"
 MARGINS: Mapping[str, tuple[str, str]] = {
@@ -78,7 +76,7 @@ def stable_ratio(usdt: float, usdc: float) -> float:
     return usdt / usdc if usdc else math.inf
 
 
-def _outside(ratio: float, t: MarginThresholds) -> bool:
+def outside(ratio: float, t: MarginThresholds) -> bool:
     return not t.usdt_usdc_ratio_min <= ratio <= t.usdt_usdc_ratio_max
 
 
@@ -91,7 +89,7 @@ def figures(snap: Snapshot) -> Figures:
 
 def _ratio_finding(fig: Figures, t: MarginThresholds) -> Finding:
     ratio = fig.ratio
-    return Finding(RATIO, _outside(ratio, t), {"ratio": ratio})
+    return Finding(RATIO, outside(ratio, t), {"ratio": ratio})
 
 
 def evaluate(snap: Snapshot | None, params: MarginRiskParams, now: float) -> list[Finding]:
@@ -100,21 +98,6 @@ def evaluate(snap: Snapshot | None, params: MarginRiskParams, now: float) -> lis
     fig, t = figures(snap), params.thresholds
     found = [Finding(m, fig.share(m) > t.limit(m), {"ratio": fig.share(m)}) for m in MARGINS]
     return [*found, _ratio_finding(fig, t)]
-
-
-MARGIN_KEYS = tuple(key for key, _ in MARGINS.values())
-
-
-def screen(raw: Mapping[str, Any], layout: KeyLayout, params: MarginRiskParams) -> bool:
-    """evaluate's figures and comparisons, read from the raw object, without building findings
-    (False only after reading every figure, so that junk raises as in evaluate)."""
-    t = params.thresholds
-    wallet = raw_number(raw, WALLET) or 1.0
-    for key, limit in zip(MARGIN_KEYS, t.limits, strict=True):
-        if (raw_number(raw, key) or 0.0) / wallet > limit:
-            return True
-    usdt, usdc = raw_number(raw, "USDTwalletBalance"), raw_number(raw, "USDCwalletBalance")
-    return _outside(stable_ratio(usdt or 0.0, usdc or 0.0), t)
 
 
 def _breach_line(finding: Finding, t: MarginThresholds) -> str:
@@ -165,5 +148,4 @@ SPEC = CheckSpec(
     forget_on_clear=False,
     default_delay=None,
     default_cooldown=60.0,
-    screen=screen,
 )

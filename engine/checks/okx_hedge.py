@@ -13,15 +13,13 @@ refused when it is loaded (the legacy raised KeyError on every frame).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from pydantic import Field, model_validator
 
 from engine.checks import fmt
 from engine.checks.base import CheckSpec, Finding, Message, Params
-from shared.feed import KeyLayout
-from shared.models import InvalidValue, Snapshot, raw_number
+from shared.models import InvalidValue, Snapshot
 
 PRICE = "Avg-Price"
 MARGINS = ("USDC", "USDT")
@@ -63,7 +61,7 @@ def _contracts(snap: Snapshot, key: str) -> float:
     return contracts
 
 
-def _net(legs: Sequence[tuple[str, float, float]], price: float) -> tuple[float, float]:
+def net(legs: Sequence[tuple[str, float, float]], price: float) -> tuple[float, float]:
     """``(diff, usd)``: the net base position of the legs and its USD value at ``price``."""
     diff = sum(contracts * size for _, contracts, size in legs)
     return diff, abs(diff * price)
@@ -75,7 +73,7 @@ def _assess(snap: Snapshot, base: str, keys: tuple[str, str], params: HedgeParam
         return None
     sizes = params.contract_sizes[base]
     legs = [(key, _contracts(snap, key), sizes[m]) for key, m in zip(keys, MARGINS, strict=True)]
-    diff, usd = _net(legs, price)
+    diff, usd = net(legs, price)
     detail = {"base": base, "legs": legs, "diff": diff, "price": price, "usd": usd}
     return Finding("/".join(keys), usd > params.threshold, detail)
 
@@ -86,28 +84,6 @@ def evaluate(snap: Snapshot | None, params: HedgeParams, now: float) -> list[Fin
     present = [(b, k) for b in params.symbols for k in leg_keys(b) if k[0] in snap.raw and k[1] in snap.raw]
     found = (_assess(snap, base, keys, params) for base, keys in present)
     return [f for f in found if f is not None]
-
-
-def _raw_leg(raw: Mapping[str, Any], key: str, size: float) -> tuple[str, float, float]:
-    contracts = raw_number(raw, key)
-    if contracts is None:
-        raise InvalidValue("", key, "no value for a position of a pair")
-    return key, contracts, size
-
-
-def screen(raw: Mapping[str, Any], layout: KeyLayout, params: HedgeParams) -> bool:
-    for base in params.symbols:
-        sizes = params.contract_sizes[base]
-        for keys in leg_keys(base):
-            if keys[0] not in raw or keys[1] not in raw:
-                continue
-            price = raw_number(raw, keys[1] + PRICE)
-            if not price:
-                continue
-            legs = [_raw_leg(raw, key, sizes[m]) for key, m in zip(keys, MARGINS, strict=True)]
-            if _net(legs, price)[1] > params.threshold:
-                return True
-    return False
 
 
 def _leg(key: str, contracts: float, size: float, base: str) -> str:
@@ -139,5 +115,4 @@ SPEC = CheckSpec(
     forget_on_clear=True,
     default_delay=5.0,
     default_cooldown=300.0,
-    screen=screen,
 )

@@ -5,14 +5,12 @@ shows up) and on every snapshot (so recovery is noticed at once)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from pydantic import Field
 
 from engine.checks.base import CheckSpec, Finding, Message, Params
 from shared.config import DEFAULT_STALE_AFTER
-from shared.feed import KeyLayout
 from shared.models import Snapshot
 
 KEY = "data"
@@ -30,15 +28,6 @@ def evaluate(snap: Snapshot | None, params: StaleDataParams, now: float) -> list
     return [
         Finding(KEY, age > params.max_age, {"age": age, "max_age": params.max_age, "last": snap.observed_at})
     ]
-
-
-def screen(raw: Mapping[str, Any], layout: KeyLayout, params: StaleDataParams) -> bool:
-    """Never breached at the snapshot's own time: its age is 0 and ``max_age`` is above 0."""
-    return False
-
-
-def age_screen(age: float, params: StaleDataParams) -> bool:
-    return age > params.max_age
 
 
 def _when(ts: float) -> str:
@@ -68,6 +57,4 @@ SPEC = CheckSpec(
     default_delay=None,
     default_cooldown=300.0,
     default_resolved=True,
-    screen=screen,
-    age_screen=age_screen,
 )
