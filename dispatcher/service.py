@@ -51,13 +51,16 @@ MARKER_TTL = 600
 """Seconds a latest-wins marker lives at most (a lost job can hold its pair no longer)."""
 RQ_JOB_PREFIX = "rq:job:"
 
-# KEYS[1] marker, KEYS[2] hold. ARGV: new job id, ttl, rq job key prefix. 1: enqueue it; 0:
-# coalesced (the marker names a job still waiting in the queue: any other state means it will
-# never run again) or held (the pair's check timed out lately: engine.store.HOLD_SECONDS).
+# KEYS[1] marker, KEYS[2] hold, KEYS[3] the queue's intermediate list (jobs a worker took but did
+# not start yet). ARGV: new job id, ttl, rq job key prefix. 1: enqueue it; 0: coalesced (the
+# marker names a job still waiting in the queue: any other state, or a job a worker took and
+# perhaps died with, means it may never run) or held (the pair's check timed out lately:
+# engine.store.HOLD_SECONDS). At worst a pair is evaluated twice, which changes nothing.
 _MARK = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local cur = redis.call('GET', KEYS[1])
-if cur and redis.call('HGET', ARGV[3] .. cur, 'status') == 'queued' then return 0 end
+if cur and redis.call('HGET', ARGV[3] .. cur, 'status') == 'queued'
+   and not redis.call('LPOS', KEYS[3], cur) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 return 1
 """
@@ -252,10 +255,12 @@ class Dispatcher:
         if not unique:
             return 0
         ids = [f"{job_id_part(i)}-{job_id_part(a)}-{uuid.uuid4().hex[:12]}" for i, a, _ in unique]
+        assert self._queue is not None, "start() first"
+        taken = self._queue.intermediate_queue_key
         pipe = self.r.pipeline(transaction=False)
         for (instance, account, _), job_id in zip(unique, ids, strict=True):
             self._mark(
-                keys=[self.keys.queued(instance, account), self.keys.hold(instance, account)],
+                keys=[self.keys.queued(instance, account), self.keys.hold(instance, account), taken],
                 args=[job_id, MARKER_TTL, RQ_JOB_PREFIX],
                 client=pipe,
             )

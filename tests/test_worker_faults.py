@@ -36,17 +36,19 @@ class Clock:
         return self.now
 
 
-def die_holding_a_job(url: str, plan: Any) -> Any:
-    """A real rq worker that dequeues the next job and does everything rq does before running it
-    (started registry, status STARTED), then dies: the state a SIGKILL at that moment leaves. The
-    job never ran, so the pair's latest-wins marker still names it."""
+def die_holding_a_job(url: str, plan: Any, started: bool = True) -> Any:
+    """A real rq worker that dequeues the next job and, if ``started``, does everything rq does
+    before running it (started registry, status STARTED), then dies: the state a SIGKILL at that
+    moment leaves (without ``started``: the job taken, still QUEUED, in the queue's intermediate
+    list). The job never ran, so the pair's latest-wins marker still names it."""
     worker = make_worker("simple", connect(url, decode=False), None)  # type: ignore[arg-type]
     found = worker.dequeue_job_and_maintain_ttl(timeout=1)
     assert found is not None
     job, _ = found
-    worker.prepare_execution(job)
-    worker.prepare_job_execution(job)
-    assert job.get_status() == JobStatus.STARTED
+    if started:
+        worker.prepare_execution(job)
+        worker.prepare_job_execution(job)
+    assert job.get_status() == (JobStatus.STARTED if started else JobStatus.QUEUED)
     return job
 
 
@@ -68,13 +70,14 @@ def past_the_timeout(d: Any) -> None:
     d.step()
 
 
+@pytest.mark.parametrize("started", [True, False], ids=["after-start", "right-after-dequeue"])
 def test_a_worker_dying_before_its_job_cleared_the_marker_does_not_blind_the_pair(
-    redis_url: str, r: redis_lib.Redis
+    redis_url: str, r: redis_lib.Redis, started: bool
 ) -> None:
     d, worker, pub = in_process(redis_url, plan_of(), tick_seconds=3600)
     pub.publish([snap(1000.0, "20000")])  # healthy
     d.step()
-    dead = die_holding_a_job(redis_url, plan_of())
+    dead = die_holding_a_job(redis_url, plan_of(), started)
     assert r.get(KEYS.queued("low", "BINANCE-AAZ01-UM")) == dead.id  # the marker it never cleared
     pub.publish([snap(1001.0, "1234.5")])  # the account breaches
     assert d.step() >= 1  # was: coalesced into the dead job for MARKER_TTL (600 s)
