@@ -16,7 +16,7 @@ from typing import Any, Literal
 from engine.alerts import make_alert
 from engine.checks.base import Finding, Message, ReportSpec
 from engine.plan import Bound
-from engine.state import INITIAL, KeyState, Policy, step
+from engine.state import INITIAL, KeyState, Policy, at_rest, step
 from shared.models import Alert, Snapshot
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,12 @@ Evaluation = Sequence[Finding] | Exception
 class Assessment:
     states: dict[str, KeyState]
     alerts: list[Alert]
+
+
+def pair_at_rest(states: Mapping[str, KeyState], forget_on_clear: bool) -> bool:
+    """Every key of a pair at rest (``engine.state.at_rest``; its check's error key never forgets):
+    an evaluation that breaches nothing and raises nothing changes nothing."""
+    return all(at_rest(s, forget_on_clear and key != ERROR_KEY) for key, s in states.items())
 
 
 def evaluate(bound: Bound, snap: Snapshot | None, now: float) -> list[Finding] | Exception:

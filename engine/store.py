@@ -22,10 +22,10 @@ from typing import Any, Literal, Protocol
 import redis
 from rq.timeouts import JobTimeoutException
 
-from engine.assess import ERROR_KEY, Evaluation, assess, evaluate
+from engine.assess import Evaluation, assess, evaluate, pair_at_rest
 from engine.inputs import Reads, gate_of, traced
 from engine.plan import Bound
-from engine.state import INITIAL, KeyState, at_rest
+from engine.state import INITIAL, KeyState
 from shared import keys as K
 from shared.keys import Keys
 from shared.models import Alert, Snapshot
@@ -136,9 +136,7 @@ def _merged(prior: Mapping[str, KeyState], states: Mapping[str, KeyState]) -> di
 
 
 def _resting(bound: Bound, states: Mapping[str, KeyState]) -> bool:
-    """Every key at rest: an evaluation that breaches nothing changes nothing."""
-    forget = bound.check.forget_on_clear
-    return all(at_rest(s, forget and key != ERROR_KEY) for key, s in states.items())
+    return pair_at_rest(states, bound.check.forget_on_clear)
 
 
 def _gate(

@@ -48,11 +48,11 @@ from typing import Any, NamedTuple
 import orjson
 from pydantic import BaseModel
 
-from engine.assess import ERROR_KEY, assess, quiet_states, report_accounts, report_alerts
+from engine.assess import assess, pair_at_rest, quiet_states, report_accounts, report_alerts
 from engine.checks.base import Evaluate, Finding
 from engine.plan import Bound, Plan
 from engine.schedule import next_slot
-from engine.state import INITIAL, KeyState, at_rest
+from engine.state import INITIAL, KeyState
 from engine.tick import report_decision, time_driven
 from ingestor import frames
 from ingestor.normalize import Normalizer
@@ -241,7 +241,7 @@ class PairState:
                 self.states.pop(key, None)
             else:
                 self.states[key] = state
-        self.quiet = all(at_rest(s, forget_on_clear and key != ERROR_KEY) for key, s in self.states.items())
+        self.quiet = pair_at_rest(self.states, forget_on_clear)
 
 
 def _run(evaluate: Evaluate[Any], snap: Snapshot | None, params: BaseModel, now: float) -> Findings | None:
