@@ -18,7 +18,7 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -241,13 +241,13 @@ class GalioClient:
         if self._r is None:
             return
         try:
-            fields = await asyncio.wait_for(
+            fields: Any = await asyncio.wait_for(
                 asyncio.to_thread(self._r.hgetall, self._status_key), ADOPT_TIMEOUT
             )
         except (redis.RedisError, TimeoutError) as exc:
             log.warning("could not read %s, an ongoing feed outage is not adopted: %s", self._status_key, exc)
             return
-        status = FeedStatus.from_fields(_texts(fields))
+        status = FeedStatus.from_fields(fields)  # the client decodes responses (redisio.connect)
         if status is not None and self._health.adopt(status):
             log.warning(
                 "feed %s is down since %s (%s) as a previous run reported: "
@@ -262,15 +262,6 @@ class GalioClient:
             written = False
         if not written:
             log.error("stopping with %d snapshot(s)/quarantine entries not written", self._ingestor.pending)
-
-
-def _texts(fields: Mapping[Any, Any]) -> dict[str, str]:
-    """A hash read with or without ``decode_responses``, as text."""
-    return {_text(k): _text(v) for k, v in fields.items()}
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def _cancel(*tasks: asyncio.Task[Any]) -> None:
