@@ -249,14 +249,18 @@ class Alerter:
         reply: Any = self.r.xreadgroup(self.group, self.consumer, cursor, count=self.batch)
         page = [(str(eid), fields) for _, entries in reply or [] for eid, fields in entries]
         self._own_cursor = page[-1][0] if len(page) >= self.batch else None
-        deleted = [eid for eid, fields in page if not fields]
-        if deleted:
-            log.warning("%d pending alert entries were deleted from the stream: acknowledged", len(deleted))
-            self.r.xack(stream, self.group, *deleted)
+        self._ack_deleted([eid for eid, fields in page if not fields])
         entries = [(eid, dict(fields)) for eid, fields in page if fields]
         if entries:
             log.info("handling %d alert entries this consumer had pending", len(entries))
         return entries
+
+    def _ack_deleted(self, deleted: list[str]) -> None:
+        """Acknowledge pending entries whose body the stream no longer holds (trimmed or deleted):
+        nothing is left to deliver."""
+        if deleted:
+            log.warning("%d pending alert entries were deleted from the stream: acknowledged", len(deleted))
+            self.r.xack(self.keys.alerts, self.group, *deleted)
 
     def _reclaim(self) -> list[Entry]:
         """Pending entries idle ``retry_idle_ms`` or more: those of a consumer that died, and this
@@ -264,10 +268,7 @@ class Alerter:
         stream, idle, cursor = self.keys.alerts, self.retry_idle_ms, self._claim_cursor
         reply: Any = self.r.xautoclaim(stream, self.group, self.consumer, idle, cursor, count=self.batch)
         self._claim_cursor = str(reply[0])
-        deleted = [str(eid) for eid in (reply[2] if len(reply) > 2 else [])]
-        if deleted:
-            log.warning("%d pending alert entries were deleted from the stream: acknowledged", len(deleted))
-            self.r.xack(self.keys.alerts, self.group, *deleted)
+        self._ack_deleted([str(eid) for eid in (reply[2] if len(reply) > 2 else [])])
         entries = [(str(eid), dict(fields or {})) for eid, fields in reply[1]]
         if entries:
             log.info("retrying %d pending alert entries", len(entries))
