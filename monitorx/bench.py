@@ -190,7 +190,7 @@ def pipeline(
         feed = ["--scenario", "bench", "--hz", str(hz), "--accounts", "13"]
         env = {"MONITORX_CONFIG": str(config), "MONITORX_RESULT_TTL": "600"}
         start_pipeline(sup, url, jsonl, workers, kind, feed, env)
-        _wait_for_evals(r, keys, 30)
+        _wait_for_counter(r, keys, sup, COUNTER_EVALS, 50, 30)
         evals0, t0 = int(r.hget(keys.counters, COUNTER_EVALS) or 0), time.perf_counter()
         while time.perf_counter() - t0 < seconds:
             sampler.sample()
@@ -235,14 +235,6 @@ def start_pipeline(
     sup.python("dispatcher", "dispatcher", [], env=env)
     sup.python("simulator", "simulator", ["--port", str(sim_port), *feed], env=env)
     sup.python("ingestor", "ingestor", [], env=env)
-
-
-def _wait_for_evals(r: redis.Redis, keys: Keys, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while int(r.hget(keys.counters, COUNTER_EVALS) or 0) < 50:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the pipeline produced no evaluations: see the logs above")
-        time.sleep(0.1)
 
 
 def _bench_yaml(legacy: Path) -> str:
@@ -368,24 +360,27 @@ def quiet_pipeline(
         feed = [*QUIET_FEED, "--hz", str(hz), "--accounts", str(args.accounts)]
         env = {"MONITORX_CONFIG": str(config)}
         start_pipeline(sup, url, tmp / "alerts.jsonl", args.workers, args.kind, feed, env)
-        _wait_for_frames(r, keys, sup, args.warmup, 60 + args.warmup / hz)
+        _wait_for_counter(r, keys, sup, COUNTER_FRAMES, args.warmup, 60 + args.warmup / hz)
         before = _read(sup, redis_pid, r, keys)
         end = before.counter(COUNTER_FRAMES) + args.frames
-        _wait_for_frames(r, keys, sup, end, 30 + 2 * args.frames / hz)
+        _wait_for_counter(r, keys, sup, COUNTER_FRAMES, end, 30 + 2 * args.frames / hz)
         after = _read(sup, redis_pid, r, keys)
     finally:
         sup.stop_all()
     return before, after
 
 
-def _wait_for_frames(r: redis.Redis, keys: Keys, sup: Supervisor, count: int, timeout: float) -> None:
-    """Until the ingestor has counted ``count`` frames; raises if a child exits or time runs out."""
+def _wait_for_counter(
+    r: redis.Redis, keys: Keys, sup: Supervisor, counter: str, count: int, timeout: float
+) -> None:
+    """Until the counters hash holds ``count`` of ``counter``; raises if a child exits or time
+    runs out."""
     deadline = time.monotonic() + timeout
-    while int(r.hget(keys.counters, COUNTER_FRAMES) or 0) < count:
+    while int(r.hget(keys.counters, counter) or 0) < count:
         if exited := sup.exited():
             raise RuntimeError(f"{', '.join(c.name for c in exited)} exited: see the logs above")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"fewer than {count} frames within {timeout:.0f} s: see the logs above")
+            raise RuntimeError(f"fewer than {count} {counter} within {timeout:.0f} s: see the logs above")
         time.sleep(0.1)
 
 
