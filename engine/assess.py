@@ -16,7 +16,7 @@ from typing import Any, Literal
 from engine.alerts import make_alert
 from engine.checks.base import Finding, Message, ReportSpec
 from engine.plan import Bound
-from engine.state import INITIAL, KeyState, Policy, at_rest, step
+from engine.state import KeyState, Policy, at_rest, step
 from shared.models import Alert, Snapshot
 
 log = logging.getLogger(__name__)
@@ -74,26 +74,6 @@ def assess(
     if event == "resolve":
         alerts.append(_error_alert(bound, account, now, clock, "resolved", "The check runs normally again."))
     return Assessment(states, alerts)
-
-
-def quiet_states(
-    bound: Bound, prior: Mapping[str, KeyState], now: float, verdicts: Sequence[tuple[str, bool]]
-) -> dict[str, KeyState] | None:
-    """Pure: the states :func:`assess` would write for an evaluation whose findings have these
-    ``(key, breached)`` verdicts, when it would send no alert; None when it would send one (a
-    key fires or resolves, or the check's error resolves): then only assess can tell what."""
-    states: dict[str, KeyState] = {}
-    policy = bound.policy
-    for key, breached in verdicts:
-        states[key], event = step(prior.get(key, INITIAL), breached, now, policy)
-        if event is not None:
-            return None
-    error = prior.get(ERROR_KEY)
-    if error is None:
-        states[ERROR_KEY] = INITIAL  # a clear leaves the initial state as it is
-        return states
-    states[ERROR_KEY], event = step(error, False, now, _error_policy(bound))
-    return states if event is None else None
 
 
 def _advance(

@@ -2,7 +2,7 @@
 skipping evaluations that cannot change anything.
 
 Each evaluation on a snapshot runs the check on a traced copy (:func:`traced`) that records what
-``evaluate`` read: raw keys (through ``number``, ``values``, ``invalid`` or ``raw`` lookups), the key
+``evaluate`` read: raw keys (``number`` or ``raw`` lookups; ``values`` and ``invalid`` read all), the key
 layout (``snap.layout``: which keys exist, in which order), or the whole object (iterating it).
 Checks are pure, so the same reads give the same findings: if a pair is **at rest** (no key
 pending, firing or cooling down, and the check did not fail; ``engine.state.at_rest``) after an

@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol
 import redis
 from rq.timeouts import JobTimeoutException
 
-from engine.assess import Evaluation, assess, evaluate, pair_at_rest
+from engine.assess import Assessment, Evaluation, assess, evaluate, pair_at_rest
 from engine.inputs import Reads, gate_of, traced
 from engine.plan import Bound
 from engine.state import INITIAL, KeyState
@@ -40,6 +40,9 @@ HOLD_SECONDS = 60
 check that hangs costs one worker for one timeout per minute, never every worker."""
 
 Outcome = Literal["applied", "unchanged", "stale"]
+QUIET = Assessment({}, [])
+"""What assessing a pair at rest on findings that breach nothing gives: nothing changes
+(``engine.assess.pair_at_rest``), so assess is not called."""
 
 
 @dataclass(frozen=True)
@@ -108,11 +111,15 @@ def evaluate_pair(
         prior = None
         if record.last is not None and record.last >= now:
             return "stale"
+        resting = _resting(bound, record.states)
         if found is None:  # inputs are traced only for a pair at rest: the only kind with a gate
-            found, reads = _run(bound, snap, now, on_snapshot and _resting(bound, record.states))
+            found, reads = _run(bound, snap, now, on_snapshot and resting)
             if isinstance(found, JobTimeoutException):
                 store.hold(bound.name, account, now)
-        result = assess(bound, account, snap, now, record.states, clock(), found)
+        quiet = resting and not isinstance(found, Exception) and not any(f.breached for f in found)
+        if quiet and reads is None:  # at rest, nothing breached, no gate to set: nothing changes
+            return "unchanged"
+        result = QUIET if quiet else assess(bound, account, snap, now, record.states, clock(), found)
         kept = _merged(record.states, result.states)
         gate = _gate(bound, snap, reads, kept, record.gate)
         if not result.alerts and kept == record.states and gate == record.gate:

@@ -1,15 +1,14 @@
-"""Table-driven normalization of one Galio account object into a :class:`Snapshot`.
+"""Normalization of one Galio account object into a :class:`Snapshot`.
 
-Every value is parsed (``shared.models.parse_number``) and the raw object is kept whole; a value
-that does not parse is recorded in ``Snapshot.invalid`` (raw key -> reason) and leaves every other
-figure intact. The key tables (``shared.feed``, re-exported here) classify the raw keys into the
-snapshot's typed views when a check first asks for one.
+The raw object is kept whole; its values are parsed (``shared.models.parse_number``) when a check
+or a view first reads them, so a value that does not parse (``Snapshot.invalid``: raw key ->
+reason) leaves every other figure intact. The key tables (``shared.feed``, re-exported here)
+classify the raw keys into the snapshot's typed views when a check first asks for one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from math import isfinite
 from typing import Any
 
 from shared.feed import (
@@ -22,7 +21,7 @@ from shared.feed import (
     Layouts,
     classify,
 )
-from shared.models import JsonScalar, Snapshot, parse_number
+from shared.models import JsonScalar, Snapshot, parse_values
 
 __all__ = [
     "ASSET_FIELDS",
@@ -44,28 +43,10 @@ def venue_of(account: str) -> str:
     return account.split("-", 1)[0].upper()
 
 
-def parse_values(obj: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
-    """``(values, invalid)`` of an account object: every key whose value parses, and every key
-    whose value is junk with the reason (absent values are in neither)."""
-    values: dict[str, float] = {}
-    invalid: dict[str, str] = {}
-    for key, raw in obj.items():
-        if type(raw) is float and isfinite(raw):  # the common case, decided as parse_number does
-            values[key] = raw
-            continue
-        number, reason = parse_number(raw)
-        if reason is not None:
-            invalid[key] = reason
-        elif number is not None:
-            values[key] = number
-    return values, invalid
-
-
 def normalize_account(
     account: str, obj: Mapping[str, Any], observed_at: float, seq: int = 0, source: str = "galio"
 ) -> Snapshot:
     """Normalize one account object (assumed to be a JSON object) into a Snapshot."""
-    values, invalid = parse_values(obj)
     return Snapshot(
         account=account,
         venue=venue_of(account),
@@ -73,8 +54,6 @@ def normalize_account(
         seq=seq,
         observed_at=observed_at,
         raw=_raw(obj),
-        values=values,
-        invalid=invalid,
     )
 
 
@@ -94,7 +73,6 @@ class Normalizer:
     ) -> Snapshot:
         if not self.trusted:
             return normalize_account(account, obj, observed_at, seq, source).sharing(self.layouts)
-        values, invalid = parse_values(obj)
         snap = Snapshot.model_construct(
             account=account,
             venue=venue_of(account),
@@ -102,8 +80,6 @@ class Normalizer:
             seq=seq,
             observed_at=float(observed_at),
             raw=_raw(obj),
-            values=values,
-            invalid=invalid,
         )
         return snap.sharing(self.layouts)
 

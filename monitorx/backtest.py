@@ -36,7 +36,7 @@ EXIT_INPUT = 1
 TABLE_WIDTHS = (23, 16, 20, 8)
 """Widths of the time, check, account and state columns."""
 PARALLEL_BYTES = 64 * 2**20
-"""``--jobs auto`` screens a recording of this size or more in several processes."""
+"""``--jobs auto`` evaluates a recording of this size or more ahead in several processes."""
 MAX_JOBS = 8
 BAR_WIDTH = 30
 BAR_INTERVAL = 0.1
@@ -86,19 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs",
         type=jobs_option,
         default="auto",
-        help="processes screening the recording (default auto: one per CPU for large recordings)",
-    )
-    parser.add_argument(
-        "--no-reuse",
-        dest="reuse",
-        action="store_false",
-        help="normalize and evaluate every account object, even one identical to the previous",
-    )
-    parser.add_argument(
-        "--no-screens",
-        dest="screen",
-        action="store_false",
-        help="evaluate every snapshot, without letting the checks' screens settle quiet pairs",
+        help="processes evaluating the recording ahead (the fast path; 1: none; default auto: one per"
+        " CPU for large recordings)",
     )
     parser.add_argument("--log-level", default="WARNING")
     return parser
@@ -194,9 +183,8 @@ def write_summary(stats: Stats, counts: Counter[str], seconds: float, err: TextI
     err.write(
         f"backtest: {stats.frames:,} frames ({stats.outside:,} outside the window), "
         f"{stats.bad_lines:,} malformed lines, {stats.malformed_frames:,} malformed frames, "
-        f"{stats.quarantined:,} quarantined accounts; {stats.snapshots:,} snapshots "
-        f"({stats.reused:,} reused), {stats.ticks:,} ticks, {stats.evaluations:,} evaluations "
-        f"({stats.screened:,} settled by screens, {stats.stepped:,} moved from verdicts)\n"
+        f"{stats.quarantined:,} quarantined accounts; {stats.snapshots:,} snapshots, "
+        f"{stats.ticks:,} ticks, {stats.evaluations:,} evaluations ({stats.settled:,} settled ahead)\n"
     )
     by_check = ", ".join(f"{check} {n:,}" for check, n in sorted(counts.items())) or "none"
     err.write(f"backtest: {sum(counts.values()):,} alerts: {by_check}\n")
@@ -231,7 +219,7 @@ def default_jobs(recording: Path) -> int:
 
 
 def run(plan: Plan, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    options = Options(tick=args.tick, start=args.start, end=args.end, reuse=args.reuse, screen=args.screen)
+    options = Options(tick=args.tick, start=args.start, end=args.end)
     bar = ProgressBar(args.recording.stat().st_size, err) if err.isatty() else None
     started = time.perf_counter()
     jobs = default_jobs(args.recording) if args.jobs == "auto" else int(args.jobs)

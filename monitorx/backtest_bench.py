@@ -71,16 +71,13 @@ def timed_run(plan: Plan, recording: Path, options: Options, jobs: int) -> dict[
     seconds = time.perf_counter() - started
     return {
         "jobs": jobs,
-        "reuse": options.reuse,
         "frames": stats.frames,
         "seconds": round(seconds, 2),
         "frames_per_s": round(stats.frames / seconds),
         "day_seconds": round(DAY_FRAMES / (stats.frames / seconds), 1),
         "snapshots": stats.snapshots,
-        "reused": stats.reused,
         "evaluations": stats.evaluations,
-        "screened": stats.screened,
-        "stepped": stats.stepped,
+        "settled_ahead": stats.settled,
         "alerts": dict(sorted(counts.items())),
     }
 
@@ -121,8 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", type=Path, default=LEGACY)
     parser.add_argument("--jobs", default="1,2", help="comma-separated process counts to time")
-    parser.add_argument("--no-reuse", dest="reuse", action="store_false")
-    parser.add_argument("--no-screens", dest="screen", action="store_false")
     parser.add_argument("--floor", action="store_true", help="also time reading and JSON parsing alone")
     parser.add_argument("--profile", action="store_true", help="cProfile one single-process run instead")
     parser.add_argument("--top", type=int, default=25)
@@ -136,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if not recording.exists():
         generate(recording, args.frames, args.accounts, args.hz, args.repeat, args.strings)
     plan = load_plan(args.config)
-    options = Options(reuse=args.reuse, screen=args.screen)
+    options = Options()
     if args.profile:
         profile(plan, recording, options, args.top)
         return 0

@@ -1,37 +1,27 @@
-"""Offline replay of a recording through the live checks, in virtual time (``monitorx backtest``).
+"""Offline replay of a recording through the engine, in virtual time (``monitorx backtest``).
 
-:class:`Replay` mirrors the live pipeline (ingestor -> dispatcher -> workers) in memory:
+:class:`Replay` drives the engine as the live pipeline does (ingestor -> dispatcher -> workers),
+with the engine's in-memory store (``engine.store.MemoryStore``) and a virtual clock:
 
-* every frame is parsed as the ingestor parses it (``ingestor.frames``); a snapshot's time is
-  the frame's ``received_at``;
+* every frame is parsed as the ingestor parses it (``ingestor.frames``, ``ingestor.normalize``);
+  a snapshot's time is the frame's ``received_at``;
 * every snapshot is evaluated by each instance routed on it (``Plan.for_snapshot``) at
-  now = received_at: every frame, no latest-wins coalescing (the legacy prototype ran every
-  check on every frame);
-* a virtual dispatcher tick every ``tick`` seconds from the first frame evaluates the
-  time-driven instances (``Plan.on_tick``) on the newest snapshot of each seen account (and of
-  the explicit accounts once ``stale_after`` has passed), then decides the report slots
-  (``engine.schedule.decide``), as ``dispatcher.service.Dispatcher.tick`` does;
-* the state of each (instance, account) pair moves through ``engine.assess.assess`` exactly as
-  ``engine.store.evaluate_pair`` moves it in Redis, ``_now`` rule included (an evaluation at or before
-  the pair's newest one changes nothing).
+  now = received_at, through ``engine.store.evaluate_pair``: every frame, no latest-wins
+  coalescing (the legacy prototype ran every check on every frame);
+* a virtual tick every ``tick`` seconds from the first frame evaluates the time-driven pairs
+  (``engine.tick.time_driven``) on the newest snapshot of each account, then handles the report
+  slots (``engine.tick.report_decision``), as ``dispatcher.service.Dispatcher.tick`` does.
 
-Three shortcuts save most of the work and change no result:
+State, the ``_now`` rule, ticks and slots are the engine's; nothing of them is written here.
 
-* quiet pairs: when every key of a pair is at rest and nothing is breached, assess would change
-  nothing and alert nothing, so it is not called;
-* screens: for a quiet pair, a check's screen (``monitorx.screens``) decides on the raw account
-  object whether anything may be breached; when nothing may, neither the snapshot is built nor
-  evaluate run (snapshots are built only when an evaluation, a tick or a report needs them);
-* reuse: a snapshot to build whose account object is identical to the one of the account's
-  previous built snapshot (same keys in the same order, same values of the same types) is that
-  snapshot with the new time, and shares its findings of the instances that are not
-  time-driven, whose evaluate depends on snapshot and params only.
-
-A replay runs in two phases. Screening (:class:`Screener`) decodes each frame and runs the
-screens; it keeps no alert state, so stretches of a recording can be screened in parallel
-processes (``monitorx.replay_pool``), each sending back small :class:`Scan` records. The ordered
-phase (:class:`Replay`) applies the scans in recording order: pair states, ticks and reports,
-reading a frame again by its offset when an evaluation, a tick or a report needs its snapshot.
+**The fast path** (``--jobs`` over 1): the checks are pure, so their evaluations on a frame's
+snapshots need no alert state and can run ahead, in parallel processes, on stretches of the
+recording (:class:`Screener`, ``monitorx.replay_pool``). Each sends back, per account, the mask
+of the routes whose evaluation found a breach or raised. In recording order, a pair at rest
+whose route's bit is clear is settled without a snapshot: the engine would find it unchanged
+(``engine.assess.pair_at_rest``); any other pair is evaluated by the engine on the snapshot
+(its frame read again by offset). Nothing of a check is written twice: the screeners run the
+check's own ``evaluate``. ``tests/test_golden.py`` runs both ways on the same recordings.
 """
 
 from __future__ import annotations
@@ -39,31 +29,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import orjson
-from pydantic import BaseModel
 
-from engine.assess import assess, pair_at_rest, quiet_states, report_accounts, report_alerts
-from engine.checks.base import Evaluate, Finding
+from engine.assess import pair_at_rest, report_accounts, report_alerts
 from engine.plan import Bound, Plan
-from engine.schedule import next_slot
-from engine.state import INITIAL, KeyState
+from engine.store import MemoryStore, evaluate_pair
 from engine.tick import report_decision, time_driven
 from ingestor import frames
 from ingestor.normalize import Normalizer
-from monitorx.screens import AGE_SCREENS, SCREENS, Screen
-from shared.feed import Layouts
 from shared.models import Alert, Snapshot
 
 DEFAULT_TICK = 5.0
 """Seconds of virtual time between two ticks (the dispatcher's MONITORX_TICK_SECONDS default)."""
-
-Findings = tuple[Finding, ...]
 
 
 @dataclass(frozen=True)
@@ -81,10 +63,6 @@ class Options:
     """Frames received before this unix time are left out."""
     end: float | None = None
     """Frames received at or after this unix time are left out."""
-    reuse: bool = True
-    """Reuse the snapshot and findings of an account object identical to the previous built one."""
-    screen: bool = True
-    """Let the checks' screens settle the evaluations of quiet pairs (``monitorx.screens``)."""
 
     def inside(self, t: float) -> bool:
         return (self.start is None or t >= self.start) and (self.end is None or t < self.end)
@@ -111,12 +89,8 @@ class Stats:
     quarantined: int = 0
     """Account objects quarantined alone."""
     evaluations: int = 0
-    reused: int = 0
-    """Snapshots taken from an identical previous account object."""
-    screened: int = 0
-    """Evaluations settled by the check's screen, without a snapshot or evaluate."""
-    stepped: int = 0
-    """Evaluations that moved a pair's state from the screeners' verdicts, without a snapshot."""
+    settled: int = 0
+    """Evaluations settled by the fast path, without a snapshot."""
 
     @classmethod
     def merged(cls, ordered: Stats, scans: Iterable[Stats]) -> Stats:
@@ -221,69 +195,21 @@ def frame_at(path: Path, offset: int) -> dict[str, Any]:
     return pos
 
 
-# ---------------------------------------------------------------- state of one pair
-
-
-@dataclass
-class PairState:
-    """One (instance, account) pair: what ``mx:state:{instance}:{account}`` holds live."""
-
-    states: dict[str, KeyState] = field(default_factory=dict)
-    last: float | None = None
-    """``_now``: the time of the newest evaluation."""
-    quiet: bool = True
-    """Every key at rest: an evaluation without a breach changes nothing."""
-
-    def absorb(self, states: Mapping[str, KeyState], forget_on_clear: bool) -> None:
-        """Write an assessment's states as ``apply`` does: a key at its initial state is deleted."""
-        for key, state in states.items():
-            if state == INITIAL:
-                self.states.pop(key, None)
-            else:
-                self.states[key] = state
-        self.quiet = pair_at_rest(self.states, forget_on_clear)
-
-
-def _run(evaluate: Evaluate[Any], snap: Snapshot | None, params: BaseModel, now: float) -> Findings | None:
-    try:
-        return tuple(evaluate(snap, params, now))
-    except Exception:  # noqa: BLE001 - assess runs it again and turns the error into check_error
-        return None
-
-
-# ---------------------------------------------------------------- account objects
-
-
-def same_object(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    """True when ``new`` normalizes exactly like ``old``: equal keys in the same order and equal
-    values of the same types (``1``, ``1.0`` and ``true`` compare equal in Python; ``0.0`` and
-    ``-0.0`` too). Nested values are never taken as the same."""
-    if old != new or list(old) != list(new):
-        return False
-    types = list(map(type, new.values()))
-    if types != list(map(type, old.values())):
-        return False
-    kinds = set(types)
-    if dict in kinds or list in kinds:
-        return False
-    if float not in kinds or 0.0 not in new.values():
-        return True
-    return _zero_signs(new.values()) == _zero_signs(old.values())
-
-
-def _zero_signs(values: Iterable[Any]) -> list[float]:
-    return [math.copysign(1.0, v) for v in values if v == 0.0 and type(v) is float]
-
-
-# ---------------------------------------------------------------- phase one: screening
+# ---------------------------------------------------------------- the fast path: screening
 
 QUARANTINED = -1
 """The mask of an account value that is not an object (quarantined, never evaluated)."""
+UNSCREENED = None
+"""No mask: every route of the account is evaluated by the engine."""
+
+Shape = tuple[tuple[int, str], ...]
+"""``(rank, account)`` of each account of a frame some instance covers."""
+SHAPES_LIMIT = 1024
+"""Distinct shapes a screener keeps before it starts again."""
 
 
 class Scan(NamedTuple):
-    """What screening found in one frame: all the ordered phase needs, without the frame itself
-    (which it reads again by ``offset`` if a pair turns out to need a snapshot)."""
+    """One frame for the ordered phase: its time, where to read it again, and what screening found."""
 
     t: float
     offset: int
@@ -292,69 +218,24 @@ class Scan(NamedTuple):
     """Accounts in the frame's ``pos`` (they all take a snapshot sequence number); -1 when the
     frame is malformed."""
     shape: Shape
-    """``(rank, account)`` of each account of the frame some instance covers (the same object
-    for every frame of one screener with the same accounts in the same places)."""
-    masks: Sequence[int]
-    """One per account of ``shape``: bit ``i`` is set when route ``i`` may find a breach (its
-    screen said so, or it has none); QUARANTINED when the account's value is not an object."""
-    verdicts: Sequence[Verdicts] = ()
-    """Empty, or one per account of ``shape``: route index -> the ``(key, breached)`` of each
-    finding of the route's evaluate at the frame's time, for the routes whose bit is set (and
-    whose evaluate did not raise)."""
-
-
-Shape = tuple[tuple[int, str], ...]
-Verdicts = Mapping[int, Sequence[tuple[str, bool]]]
-NO_VERDICTS: Verdicts = MappingProxyType({})
-SHAPES_LIMIT = 1024
-"""Distinct shapes a screener keeps before it starts again."""
-
-
-@dataclass(frozen=True)
-class _Screens:
-    """The screens of one account's routes: ``always`` has the bits of the routes without one."""
-
-    always: int
-    screens: tuple[tuple[int, Screen, BaseModel], ...]
-    """``(bit, screen, params)`` of each route with a screen."""
-    evaluates: tuple[tuple[Evaluate[Any], BaseModel], ...]
-    """Each route's evaluate and params, by route index."""
-
-    def verdicts(self, snap: Snapshot, mask: int) -> Verdicts:
-        """The verdicts of the routes whose bit is set, at the snapshot's time."""
-        found: dict[int, list[tuple[str, bool]]] = {}
-        for index, (evaluate, params) in enumerate(self.evaluates):
-            if mask >> index & 1:
-                try:
-                    found[index] = [(f.key, f.breached) for f in evaluate(snap, params, snap.observed_at)]
-                except Exception:  # noqa: BLE001 - the ordered phase evaluates again and reports it
-                    continue
-        return found
-
-    def mask(self, obj: dict[str, Any], layouts: Layouts) -> int:
-        mask, layout = self.always, None
-        for bit, screen, params in self.screens:
-            if layout is None:
-                layout = layouts.of(tuple(obj))
-            try:
-                if screen(obj, layout, params):
-                    mask |= bit
-            except Exception:  # noqa: BLE001 - a screen that cannot tell leaves it to evaluate
-                mask |= bit
-        return mask
+    masks: Sequence[int | None]
+    """One per account of ``shape``: bit ``i`` set when route ``i``'s evaluation found a breach or
+    raised; QUARANTINED when the account's value is not an object; UNSCREENED (None)."""
 
 
 class Screener:
-    """Phase one of a replay, free of alert state, so that it can run on any stretch of a
-    recording in any process: decodes each frame and runs the screens of every account's routes
-    (``Plan.for_snapshot``) on its raw object."""
+    """Decodes each frame and finds which accounts it covers; with ``evaluate``, it also runs
+    every route's check on each account's snapshot (the fast path: free of alert state, so any
+    stretch of a recording can be screened in any process)."""
 
-    def __init__(self, plan: Plan, options: Options, stats: Stats | None = None) -> None:
+    def __init__(
+        self, plan: Plan, options: Options, stats: Stats | None = None, evaluate: bool = False
+    ) -> None:
         self.plan = plan
         self.options = options
         self.stats = stats if stats is not None else Stats()
-        self._routes: dict[str, _Screens | None] = {}
-        self._layouts = Layouts()
+        self.evaluate = evaluate
+        self._covered: dict[str, bool] = {}
         self._shapes: dict[Shape, Shape] = {}
         self._normalize = Normalizer(trusted=True)
 
@@ -373,42 +254,43 @@ class Screener:
             yield self._scan(t, offset, pos), pos
 
     def _scan(self, t: float, offset: int, pos: dict[str, Any]) -> Scan:
-        places, masks, verdicts = [], [], []
-        for rank, (account, obj) in enumerate(pos.items()):
-            try:
-                screens = self._routes[account]
-            except KeyError:
-                screens = self._routes[account] = self._screens_of(account)
-            if screens is None:
-                continue
-            places.append((rank, account))
-            mask = screens.mask(obj, self._layouts) if type(obj) is dict else QUARANTINED
-            masks.append(mask)
-            if mask > 0 and self.options.screen:
-                verdicts.append(screens.verdicts(self._normalize(account, obj, t), mask))
-            else:
-                verdicts.append(NO_VERDICTS)
+        places = [(rank, account) for rank, account in enumerate(pos) if self._covers(account)]
+        masks = [self._mask(account, pos[account], t) for _, account in places]
         shape = tuple(places)
         if len(self._shapes) >= SHAPES_LIMIT:
             self._shapes.clear()
-        return Scan(t, offset, len(pos), self._shapes.setdefault(shape, shape), masks, verdicts)
+        return Scan(t, offset, len(pos), self._shapes.setdefault(shape, shape), masks)
 
-    def _screens_of(self, account: str) -> _Screens | None:
-        """None when no instance covers the account (such accounts are parsed live, never used)."""
-        if not any(b.instance.covers(account) for b in self.plan.bound.values()):
-            return None
-        always, screens = 0, []
-        bounds = self.plan.for_snapshot(account)
-        for index, bound in enumerate(bounds):
-            screen = SCREENS.get(bound.check.name) if self.options.screen else None
-            if screen is None:
-                always |= 1 << index
-            else:
-                screens.append((1 << index, screen, bound.params))
-        return _Screens(always, tuple(screens), tuple((b.check.evaluate, b.params) for b in bounds))
+    def _covers(self, account: str) -> bool:
+        """False when no instance covers the account (such accounts are parsed live, never used)."""
+        covered = self._covered.get(account)
+        if covered is None:
+            covered = self._covered[account] = any(
+                b.instance.covers(account) for b in self.plan.bound.values()
+            )
+        return covered
+
+    def _mask(self, account: str, obj: Any, t: float) -> int | None:
+        if type(obj) is not dict:
+            return QUARANTINED
+        if not self.evaluate:
+            return UNSCREENED
+        snap, mask = self._normalize(account, obj, t), 0
+        for index, bound in enumerate(self.plan.for_snapshot(account)):
+            if _alarming(bound, snap, t):
+                mask |= 1 << index
+        return mask
 
 
-# ---------------------------------------------------------------- phase two: in order
+def _alarming(bound: Bound, snap: Snapshot, now: float) -> bool:
+    """True when the check finds a breach on the snapshot, or raises."""
+    try:
+        return any(f.breached for f in bound.check.evaluate(snap, bound.params, now))
+    except Exception:  # noqa: BLE001 - the engine evaluates it again and reports the error
+        return True
+
+
+# ---------------------------------------------------------------- in recording order
 
 Fetch = Callable[[int], dict[str, Any]]
 """The ``pos`` object of the frame at a byte offset of the recording."""
@@ -419,72 +301,31 @@ def _no_fetch(offset: int) -> dict[str, Any]:
 
 
 class _Entry:
-    """One account object: the object itself (None when it is read again from the recording if
-    needed), its snapshot once built, and the findings of the instances whose evaluate depends on
-    snapshot and params only (shared by a run of identical objects)."""
+    """One account object: the object itself (None: read again from the recording when needed)
+    and its snapshot once built."""
 
-    __slots__ = ("account", "findings", "obj", "offset", "seq", "snap", "t")
+    __slots__ = ("account", "obj", "offset", "seq", "snap", "t")
 
     def __init__(self, account: str, obj: dict[str, Any] | None, offset: int, t: float, seq: int) -> None:
         self.account, self.obj, self.offset, self.t, self.seq = account, obj, offset, t, seq
         self.snap: Snapshot | None = None
-        self.findings: dict[str, Findings] = {}
-
-
-@dataclass(frozen=True)
-class _Route:
-    """One instance evaluated on each snapshot of an account, with the pair's state."""
-
-    index: int
-    """The instance's position in the account's routes."""
-    bit: int
-    """``1 << index``: the route's bit in a scan's mask."""
-    bound: Bound
-    evaluate: Evaluate[Any]
-    params: BaseModel
-    reusable: bool
-    """Findings may be reused for an identical object: the check is not time-driven."""
-    pair: PairState
-
-
-def _aged_out(bound: Bound, age: float) -> bool:
-    """True when the check's age screen settles an evaluation on a snapshot of that age."""
-    age_screen = AGE_SCREENS.get(bound.check.name)
-    if age_screen is None:
-        return False
-    try:
-        return not age_screen(age, bound.params)
-    except Exception:  # noqa: BLE001 - a screen that cannot tell leaves the decision to evaluate
-        return False
-
-
-def _any_breached(found: Findings) -> bool:
-    for finding in found:
-        if finding.breached:
-            return True
-    return False
 
 
 class Replay:
-    """Phase two of a replay: alert state, ticks and reports, over the scans in recording order.
-    :meth:`run` replays ``(received_at, text)`` records in this process (screening included);
-    :meth:`apply` takes scans from screeners elsewhere (``monitorx.replay_pool``), with a
-    ``fetch`` that reads a frame again when a snapshot is needed."""
+    """The engine over the frames in recording order: pair states (``MemoryStore``), ticks and
+    reports. :meth:`run` replays ``(received_at, text)`` records in this process; :meth:`apply`
+    takes scans from screeners elsewhere (``monitorx.replay_pool``), with a ``fetch`` that reads
+    a frame again when a snapshot is needed."""
 
     def __init__(self, plan: Plan, options: Options, fetch: Fetch = _no_fetch) -> None:
         self.plan = plan
         self.options = options
         self.stats = Stats()
+        self.store = MemoryStore()
         self._fetch = fetch
-        self._pairs: dict[tuple[str, str], PairState] = {}
         self._latest: dict[str, _Entry] = {}
-        self._known: dict[str, _Entry] = {}
         self._normalize = Normalizer(trusted=True)  # objects come from decode: JSON as decoded
-        self._routes: dict[str, tuple[_Route, ...]] = {}
-        self._reports = plan.reports()
         self._slots: dict[str, float] = {}
-        self._due: dict[str, float] = {}
-        """Instance -> its next slot after the last one handled."""
         self._out: list[Fired] = []
         self._seq = 0
         self._t0: float | None = None
@@ -512,10 +353,8 @@ class Replay:
         out, self._out = self._out, []
         return out
 
-    # -------------------------------------------------------- frames
-
     def frame(self, scan: Scan, pos: dict[str, Any] | None) -> None:
-        """Evaluate each account snapshot of one frame whose pair is not settled by its screen."""
+        """Evaluate each account snapshot of one frame, unless the fast path settled it."""
         t = scan.t
         if self._t0 is None:
             self._t0 = t
@@ -524,153 +363,49 @@ class Replay:
         if scan.size < 0:
             return
         base, self._seq = self._seq, self._seq + scan.size
-        verdicts = scan.verdicts
-        for i, ((rank, account), mask) in enumerate(zip(scan.shape, scan.masks, strict=True)):
+        for (rank, account), mask in zip(scan.shape, scan.masks, strict=True):
             if mask == QUARANTINED:
                 self.stats.quarantined += 1
                 continue
-            try:
-                routes = self._routes[account]
-            except KeyError:
-                routes = self._routes[account] = self._routes_of(account)
-            obj = None if pos is None else pos[account]
-            entry = _Entry(account, obj, scan.offset, t, base + rank + 1)
-            self._account(account, entry, mask, verdicts[i] if verdicts else NO_VERDICTS, routes)
+            entry = _Entry(account, None if pos is None else pos[account], scan.offset, t, base + rank + 1)
+            self._account(entry, mask)
 
-    def _routes_of(self, account: str) -> tuple[_Route, ...]:
-        return tuple(
-            _Route(
-                index,
-                1 << index,
-                bound,
-                bound.check.evaluate,
-                bound.params,
-                self.options.reuse and "tick" not in bound.check.triggers,
-                self._pair(bound.name, account),
-            )
-            for index, bound in enumerate(self.plan.for_snapshot(account))
-        )
+    def _account(self, entry: _Entry, mask: int | None) -> None:
+        self.stats.snapshots += 1
+        current = self._latest.get(entry.account)
+        if current is None or entry.t >= current.t:
+            self._latest[entry.account] = entry
+        for index, bound in enumerate(self.plan.for_snapshot(entry.account)):
+            if mask is not None and not mask >> index & 1 and self._at_rest(bound, entry.account):
+                self.stats.evaluations += 1
+                self.stats.settled += 1
+            else:
+                self._evaluate(bound, entry.account, self._snapshot(entry), entry.t)
 
-    def _account(
-        self,
-        account: str,
-        entry: _Entry,
-        mask: int,
-        verdicts: Verdicts,
-        routes: tuple[_Route, ...],
-    ) -> None:
-        stats, t = self.stats, entry.t
-        stats.snapshots += 1
-        current = self._latest.get(account)
-        if current is None or t >= current.t:
-            self._latest[account] = entry
-        for route in routes:
-            pair = route.pair
-            last = pair.last
-            if last is not None and t <= last:
-                continue  # as _evaluate: an evaluation at or before the pair's newest changes nothing
-            pair.last = t
-            stats.evaluations += 1
-            if pair.quiet and not mask & route.bit:
-                stats.screened += 1
-                continue
-            verdict = verdicts.get(route.index)
-            if verdict is None:
-                self._on_snapshot(route, account, entry, t)
-            elif not self._step(route, verdict, t):
-                self._assess(route.bound, pair, account, self._snapshot(entry), t)
+    def _at_rest(self, bound: Bound, account: str) -> bool:
+        record = self.store.pairs.get((bound.name, account))
+        return record is None or pair_at_rest(record.states, bound.check.forget_on_clear)
 
-    def _step(self, route: _Route, verdict: Sequence[tuple[str, bool]], t: float) -> bool:
-        """Move the pair from a screener's verdict alone, as assess would; False when an alert is
-        due (only assess, with the snapshot, can render it)."""
-        pair = route.pair
-        if pair.quiet and not any(breached for _, breached in verdict):
-            self.stats.screened += 1
-            return True
-        states = quiet_states(route.bound, pair.states, t, verdict)
-        if states is None:
-            return False
-        self.stats.stepped += 1
-        pair.absorb(states, route.bound.check.forget_on_clear)
-        return True
+    def _evaluate(self, bound: Bound, account: str, snap: Snapshot | None, now: float) -> None:
+        self.stats.evaluations += 1
+        evaluate_pair(self.store, bound, account, snap, now, lambda: now)
+        if self.store.alerts:
+            self._out.extend(Fired(now, a) for a in self.store.alerts)
+            self.store.alerts.clear()
 
-    def _on_snapshot(self, route: _Route, account: str, entry: _Entry, t: float) -> None:
-        """``_evaluate`` of a frame's snapshot, findings reused for an identical object."""
-        name = route.bound.name
-        snap = self._snapshot(entry)
-        found = entry.findings.get(name) if route.reusable else None
-        if found is None:
-            found = _run(route.evaluate, snap, route.params, t)
-            if route.reusable and found is not None:
-                entry.findings[name] = found
-        if found is not None and route.pair.quiet and not _any_breached(found):
-            return
-        self._assess(route.bound, route.pair, account, snap, t, found)
+    def _snapshot(self, entry: _Entry) -> Snapshot:
+        """The entry's snapshot, built once (an object that is a dict always normalizes:
+        ``parse_account`` quarantines only non-objects and normalizer errors, and the trusted
+        normalizer raises none)."""
+        if entry.snap is None:
+            obj = entry.obj if entry.obj is not None else self._fetch(entry.offset)[entry.account]
+            entry.obj = None  # the snapshot keeps it (raw)
+            entry.snap = self._normalize(entry.account, obj, entry.t, entry.seq)
+        return entry.snap
 
     def _latest_snapshot(self, account: str) -> Snapshot | None:
         entry = self._latest.get(account)
         return None if entry is None else self._snapshot(entry)
-
-    def _snapshot(self, entry: _Entry) -> Snapshot:
-        """The entry's snapshot, built once: the previous built one of the account, retimed, with
-        its findings, when the object is identical (``same_object``); else normalized (an object
-        that is a dict always normalizes: ``parse_account`` quarantines only non-objects and
-        normalizer errors, and the trusted normalizer raises none)."""
-        if entry.snap is not None:
-            return entry.snap
-        obj = entry.obj if entry.obj is not None else self._fetch(entry.offset)[entry.account]
-        entry.obj = None  # the snapshot keeps it (raw)
-        known = self._known.get(entry.account)
-        if known is not None and known.snap is not None and same_object(known.snap.raw, obj):
-            self.stats.reused += 1
-            entry.snap = known.snap.model_copy(update={"observed_at": entry.t, "seq": entry.seq})
-            entry.findings = known.findings
-        else:
-            entry.snap = self._normalize(entry.account, obj, entry.t, entry.seq)
-        if self.options.reuse:
-            self._known[entry.account] = entry
-        return entry.snap
-
-    # -------------------------------------------------------- evaluations
-
-    def _pair(self, instance: str, account: str) -> PairState:
-        pair = self._pairs.get((instance, account))
-        if pair is None:
-            pair = self._pairs[(instance, account)] = PairState()
-        return pair
-
-    def _evaluate(self, bound: Bound, account: str, now: float) -> None:
-        """One evaluation on a tick, as ``engine.store.evaluate_pair`` runs it, on the account's newest
-        snapshot (built only when the check's ``age_screen`` cannot settle it)."""
-        pair = self._pair(bound.name, account)
-        if pair.last is not None and now <= pair.last:
-            return
-        pair.last = now
-        self.stats.evaluations += 1
-        entry = self._latest.get(account)
-        if pair.quiet and entry is not None and self.options.screen and _aged_out(bound, now - entry.t):
-            self.stats.screened += 1
-            return
-        snap = None if entry is None else self._snapshot(entry)
-        found = _run(bound.check.evaluate, snap, bound.params, now)
-        if found is not None and pair.quiet and not _any_breached(found):
-            return
-        self._assess(bound, pair, account, snap, now, found)
-
-    def _assess(
-        self,
-        bound: Bound,
-        pair: PairState,
-        account: str,
-        snap: Snapshot | None,
-        now: float,
-        found: Findings | None = None,
-    ) -> None:
-        """Move the pair's state as ``apply`` does and keep the alerts (``found``: the findings
-        of this evaluation when already computed; None evaluates, and reports an error)."""
-        result = assess(bound, account, snap, now, pair.states, now, found)
-        pair.absorb(result.states, bound.check.forget_on_clear)
-        self._out.extend(Fired(now, a) for a in result.alerts)
 
     # -------------------------------------------------------- ticks
 
@@ -689,21 +424,17 @@ class Replay:
         """The time-driven checks of every account they cover, then the report slots."""
         assert self._t0 is not None
         for bound, account in time_driven(self.plan, self._latest, now, self._t0):
-            self._evaluate(bound, account, now)
-        self._report_slots(now)
+            self._evaluate(bound, account, self._latest_snapshot(account), now)
+        for bound in self.plan.reports():
+            self._report_slot(bound, now)
 
-    def _report_slots(self, now: float) -> None:
-        for bound in self._reports:
-            inst = bound.instance
-            last = self._slots.get(inst.name)
-            if last is not None and now < self._due[inst.name]:
-                continue  # decide would answer none until the next slot
-            decision = report_decision(bound, last, now)
-            if decision.slot is None or decision.action == "none":
-                continue
-            self._slots[inst.name] = decision.slot
-            self._due[inst.name] = next_slot(bound.schedule, decision.slot)
-            if decision.action == "send":
-                snapshots = {a: self._latest_snapshot(a) for a in report_accounts(bound, self._latest)}
-                alerts = report_alerts(bound, snapshots, decision.slot, decision.late, now)
-                self._out.extend(Fired(now, a) for a in alerts)
+    def _report_slot(self, bound: Bound, now: float) -> None:
+        name = bound.instance.name
+        decision = report_decision(bound, self._slots.get(name), now)
+        if decision.slot is None or decision.action == "none":
+            return
+        self._slots[name] = decision.slot
+        if decision.action == "send":
+            snapshots = {a: self._latest_snapshot(a) for a in report_accounts(bound, self._latest)}
+            alerts = report_alerts(bound, snapshots, decision.slot, decision.late, now)
+            self._out.extend(Fired(now, a) for a in alerts)

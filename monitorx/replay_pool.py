@@ -1,9 +1,9 @@
-"""A replay whose screening runs in several processes: the recording is cut into stretches at
-line boundaries, dealt in turn to ``jobs`` processes; a process screens each of its stretches
-(``replay.Screener``: decoding and screens, the bulk of the work, free of alert state) and sends
-back the :class:`replay.Scan` records as JSON; this process applies them in recording order
-(``replay.Replay.apply``), reading a frame again only when a pair needs its snapshot. The result
-is the one a single process gives.
+"""A replay whose screening runs in several processes (the backtest's fast path): the recording
+is cut into stretches at line boundaries, dealt in turn to ``jobs`` processes; a process screens
+each of its stretches (``replay.Screener``: decoding and evaluating, the bulk of the work, free of
+alert state) and sends back the :class:`replay.Scan` records as JSON; this process applies them
+in recording order (``replay.Replay.apply``), reading a frame again only when a pair needs its
+snapshot. The result is the one a single process gives.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def screen_main(
     try:
         plan = build(Config.model_validate_json(config), Registry.discover())
         for span in spans:
-            screener, ids = Screener(plan, options), dict[Shape, int]()
+            screener, ids = Screener(plan, options, evaluate=True), dict[Shape, int]()
             batch: list[Scan] = []
             for scan, _ in screener.scan(records_at(recording, screener.stats, *span)):
                 batch.append(scan)
@@ -100,21 +100,18 @@ def screen_main(
 
 def encode(scans: list[Scan], ids: dict[Shape, int]) -> bytes:
     """A batch of scans as JSON: ``{"shapes": [[id, shape], ...], "rows": [[t, offset, size,
-    shape id, masks, verdicts], ...]}``, verdicts 0 when there are none, else one list of
-    ``[route index, [[key, breached], ...]]`` per account; each shape is sent once per stretch
-    (``ids`` holds those sent)."""
+    shape id, masks], ...]}``; each shape is sent once per stretch (``ids`` holds those sent)."""
     shapes, rows = [], []
     for scan in scans:
         shape_id = ids.get(scan.shape)
         if shape_id is None:
             shape_id = ids[scan.shape] = len(ids)
             shapes.append((shape_id, scan.shape))
-        verdicts = [list(v.items()) for v in scan.verdicts] if any(scan.verdicts) else 0
-        rows.append((scan.t, scan.offset, scan.size, shape_id, scan.masks, verdicts))
+        rows.append((scan.t, scan.offset, scan.size, shape_id, scan.masks))
     batch = {"shapes": shapes, "rows": rows}
     try:
         return orjson.dumps(batch)
-    except orjson.JSONEncodeError:  # a lone surrogate in an account or key name: json escapes it
+    except orjson.JSONEncodeError:  # a lone surrogate in an account name: json escapes it
         return json.dumps(batch).encode()
 
 
@@ -123,9 +120,8 @@ def decode_scans(data: bytes, shapes: dict[int, Shape]) -> Iterator[Scan]:
     batch = decode(data)
     for shape_id, shape in batch["shapes"]:
         shapes[shape_id] = tuple((rank, account) for rank, account in shape)
-    for t, offset, size, shape_id, masks, verdicts in batch["rows"]:
-        found = [{i: [(k, b) for k, b in v] for i, v in account} for account in verdicts] if verdicts else ()
-        yield Scan(t, offset, size, shapes[shape_id], masks, found)
+    for t, offset, size, shape_id, masks in batch["rows"]:
+        yield Scan(t, offset, size, shapes[shape_id], masks)
 
 
 class Frames:

@@ -41,19 +41,6 @@ def parse_number(value: Any) -> tuple[float | None, str | None]:
     return _parse_other(value)
 
 
-def raw_number(raw: Mapping[str, Any], key: str) -> float | None:
-    """The number of ``raw[key]`` as a snapshot of ``raw`` holds it (``Snapshot.number``), read
-    straight from the raw account object: None when absent; raises InvalidValue (account left
-    blank) when junk. For the backtest's screens (monitorx.screens), which build no snapshot."""
-    value = raw.get(key)
-    if type(value) is float and value - value == 0.0:  # finite: the common case
-        return value
-    number, reason = parse_number(value)
-    if reason is not None:
-        raise InvalidValue("", key, reason)
-    return number
-
-
 _FLOAT_MAX = 2**1024
 """Integers from here on have no float (``float()`` raises OverflowError)."""
 
@@ -125,24 +112,21 @@ def feed_views(layout: KeyLayout, values: Mapping[str, float]) -> FeedViews:
     return FeedViews(built, assets, totals, margins)
 
 
-DERIVED_VIEWS = frozenset({"positions", "assets", "totals", "symbol_margins"})
+DERIVED_VIEWS = frozenset({"positions", "assets", "totals", "symbol_margins", "values", "invalid"})
 """Views that were serialized fields before they were derived; dropped when validating an older
 snapshot's JSON (``mx:latest`` written by an older ingestor)."""
-VIEW_SOURCES = frozenset({"raw", "values", "invalid"})
-"""The fields the views are derived from: a copy that updates one of them derives them again."""
-CACHED = ("layout", "feed_views")
+CACHED = ("layout", "parsed", "feed_views")
 """The cached properties of a Snapshot."""
 
 
 class Snapshot(BaseModel):
-    """The complete state of one account as one frame carried it, normalized at the edge.
-
-    ``raw`` keeps the account object exactly as received (key order included: the delta check
-    depends on it). ``values`` holds every raw key whose value parsed to a finite number,
-    ``invalid`` every key whose value was junk with the reason. The typed views (positions,
-    assets, totals, symbol_margins) are derived from ``raw`` and ``values`` by the tables in
-    :mod:`shared.feed` when first asked for, and are not serialized.
-    """
+    """One account as one frame carried it. ``raw`` keeps the object exactly as received (key
+    order included: the delta check depends on it), and is all a snapshot holds besides its
+    identity and time: the rest is derived from it when first asked for, and not serialized.
+    :meth:`number` parses one key; ``values`` holds every raw key whose value parsed to a finite
+    number, ``invalid`` every key whose value was junk with the reason; the typed views
+    (positions, assets, totals, symbol_margins) come from ``raw`` and ``values`` by the tables in
+    :mod:`shared.feed`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     account: str
@@ -151,8 +135,6 @@ class Snapshot(BaseModel):
     seq: int = 0
     observed_at: float
     raw: dict[str, JsonScalar | list[Any] | dict[str, Any]]
-    values: dict[str, float] = Field(default_factory=dict)
-    invalid: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -171,6 +153,19 @@ class Snapshot(BaseModel):
         snapshots with the same raw keys classify them once."""
         self.__dict__["layout"] = layouts.of(tuple(self.raw))
         return self
+
+    @cached_property
+    def parsed(self) -> tuple[dict[str, float], dict[str, str]]:
+        """``(values, invalid)`` of the raw object (:func:`parse_values`), computed once."""
+        return parse_values(self.raw)
+
+    @property
+    def values(self) -> dict[str, float]:
+        return self.parsed[0]
+
+    @property
+    def invalid(self) -> dict[str, str]:
+        return self.parsed[1]
 
     @cached_property
     def feed_views(self) -> FeedViews:
@@ -194,24 +189,46 @@ class Snapshot(BaseModel):
         return self.feed_views.symbol_margins
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
-        """As pydantic's, but the layout and views cached on this snapshot are not carried over to
-        a copy whose raw keys or values differ."""
+        """As pydantic's, but what is derived from the raw object is not carried over to a copy
+        with another one."""
         copied = super().model_copy(update=update, deep=deep)
-        if update and not VIEW_SOURCES.isdisjoint(update):
+        if update and "raw" in update:
             for name in CACHED:
                 copied.__dict__.pop(name, None)
         return copied
 
     def number(self, key: str) -> float | None:
-        """The parsed value of a raw key, None when absent; raises InvalidValue when junk."""
-        if key in self.invalid:
-            raise InvalidValue(self.account, key, self.invalid[key])
-        return self.values.get(key)
+        """The parsed value of a raw key (only that one is parsed), None when absent; raises
+        InvalidValue when junk (on line 208: the golden recordings' check_error texts name it)."""
+        value = self.raw.get(key)
+        if type(value) is float and value - value == 0.0:  # finite: the common case
+            return value
+        number, reason = parse_number(value)
+        if reason is not None:
+            raise InvalidValue(self.account, key, reason)
+        return number
 
     def number_or(self, key: str, default: float) -> float:
         """Like :meth:`number`, with a default for an absent key."""
         value = self.number(key)
         return default if value is None else value
+
+
+def parse_values(raw: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+    """``(values, invalid)`` of an account object: every key whose value parses, and every key
+    whose value is junk with the reason (absent values are in neither)."""
+    values: dict[str, float] = {}
+    invalid: dict[str, str] = {}
+    for key, value in raw.items():
+        if type(value) is float and math.isfinite(value):  # the common case, as parse_number decides
+            values[key] = value
+            continue
+        number, reason = parse_number(value)
+        if reason is not None:
+            invalid[key] = reason
+        elif number is not None:
+            values[key] = number
+    return values, invalid
 
 
 AlertState = Literal["firing", "resolved"]

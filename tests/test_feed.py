@@ -173,29 +173,29 @@ def test_views_are_not_serialized_and_survive_a_round_trip() -> None:
     snap = normalize_account("A", {"BTCUSDT": 1, "BTCUSDTAvg-Price": 2, "USDTwalletBalance": 3}, 1.0)
     assert snap.positions["BTCUSDT"] == Position(symbol="BTCUSDT", size=1.0, avg_price=2.0)
     data = json.loads(snap.model_dump_json())
-    assert set(data) == {"account", "venue", "source", "seq", "observed_at", "raw", "values", "invalid"}
+    assert set(data) == {"account", "venue", "source", "seq", "observed_at", "raw"}
     back = Snapshot.model_validate_json(snap.model_dump_json())
     assert back == snap
     assert views(back) == views(snap)
 
 
 def test_a_snapshot_written_with_the_view_fields_still_loads() -> None:
-    """``mx:latest`` written by an older ingestor carries the views as fields: they are dropped
-    (and derived again from raw and values)."""
+    """``mx:latest`` written by an older ingestor carries the views and the parsed values as
+    fields: they are dropped (and derived again from raw)."""
     snap = normalize_account("A", {"BTCUSDT": 1, "USDTwalletBalance": 3}, 1.0)
     old = {**snap.model_dump(mode="json"), **{k: {} for k in ("positions", "assets", "totals")}}
-    old["symbol_margins"] = {}
+    old.update(symbol_margins={}, values={"USDTwalletBalance": 99.0}, invalid={"x": "junk"})
     back = Snapshot.model_validate_json(json.dumps(old))
     assert back == snap
     assert back.assets == {"USDT": {"walletBalance": 3.0}}
 
 
-def test_a_copy_with_other_raw_or_values_derives_its_views_again() -> None:
+def test_a_copy_with_other_raw_derives_its_views_again() -> None:
     snap = normalize_account("A", {"BTCUSDT": 1}, 1.0)
     assert set(snap.positions) == {"BTCUSDT"}
     retimed = snap.model_copy(update={"observed_at": 2.0})
     assert retimed.feed_views is snap.feed_views
-    other = snap.model_copy(update={"raw": {"ETHUSDT": 2}, "values": {"ETHUSDT": 2.0}})
+    other = snap.model_copy(update={"raw": {"ETHUSDT": 2}})
     assert set(other.positions) == {"ETHUSDT"}
     assert other.layout.keys == ("ETHUSDT",)
 

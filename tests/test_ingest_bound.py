@@ -49,6 +49,6 @@ def test_redis_away_keeps_the_newest_snapshot_of_every_account(tmp_path: Path) -
         r = redis_lib.Redis.from_url(url, decode_responses=True)
         assert r.zcard(KEYS.seen) == 300
         assert {
-            json.loads(v)["values"]["USDTwalletBalance"]
+            json.loads(v)["raw"]["USDTwalletBalance"]
             for v in r.hmget(KEYS.latest("BINANCE-W00299-UM"), "snapshot")
         } == {2.0}
