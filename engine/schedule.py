@@ -25,13 +25,6 @@ def latest_slot(schedule: Sequence[str], now: float) -> float | None:
     return best
 
 
-def next_slot(schedule: Sequence[str], after: float) -> float:
-    """The earliest slot after ``after`` (unix seconds), over every expression: until then,
-    :func:`decide` with ``last=after`` can only answer none."""
-    base = datetime.fromtimestamp(after, UTC)
-    return min(float(croniter(expr, base).get_next(float)) for expr in schedule)
-
-
 @dataclass(frozen=True)
 class Decision:
     action: Literal["none", "send", "skip"]

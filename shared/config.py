@@ -138,16 +138,6 @@ class Config(BaseModel):
     def enabled(self) -> tuple[Instance, ...]:
         return tuple(i for i in self.instances if i.enabled)
 
-    def instance(self, name: str) -> Instance:
-        for inst in self.instances:
-            if inst.name == name:
-                return inst
-        raise KeyError(name)
-
-    def known_accounts(self) -> tuple[str, ...]:
-        """Every account id named explicitly by an enabled instance, sorted."""
-        return tuple(sorted({a for i in self.enabled for a in i.explicit_accounts}))
-
 
 # ---------------------------------------------------------------- problems from pydantic errors
 
@@ -365,20 +355,10 @@ def _from_yaml(text: str, file: str) -> Config:
 
 
 def _yaml_instance(name: str, c: _YamlCheck) -> Instance:
+    """Every field of the check as written (lists become tuples), and where it is in the file."""
+    at = f"checks.{name}"
     return Instance(
-        name=name,
-        check=c.check,
-        accounts=tuple(c.accounts),
-        params=c.params,
-        delay=c.delay,
-        cooldown=c.cooldown,
-        resolved=c.resolved,
-        schedule=tuple(c.schedule),
-        missed=c.missed,
-        enabled=c.enabled,
-        source_path=f"checks.{name}",
-        check_path=f"checks.{name}.check",
-        params_path=f"checks.{name}.params",
+        name=name, source_path=at, check_path=f"{at}.check", params_path=f"{at}.params", **c.model_dump()
     )
 
 
@@ -393,10 +373,6 @@ class _LegacyEntry(BaseModel):
     accounts: list[str] | None = None
     params_template: dict[str, Any] | None = None
     params: dict[str, Any] | None = None
-
-
-def _strip_comments(params: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in params.items() if not k.startswith("_")}
 
 
 class _Check(NamedTuple):
@@ -442,12 +418,11 @@ def _legacy_uses(name: str, entry: _LegacyEntry) -> tuple[list[_Use], Mapping[st
 
 
 def _legacy_instance(check: _Check, use: _Use, shared: Mapping[str, Any], params_path: str) -> Instance:
-    params = _strip_comments(shared)
+    """``_``-prefixed keys are comments; ``accounts``/``account`` only choose the accounts."""
+    params = {k: v for k, v in shared.items() if not k.startswith("_") and k not in ("accounts", "account")}
     enabled = params.pop("enabled", True)
     delay = params.pop("delay", None)
     cooldown = params.pop("cooldown", None)
-    params.pop("accounts", None)
-    params.pop("account", None)
     return Instance(
         name=use.name,
         check=check.name,

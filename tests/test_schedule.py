@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from engine.schedule import decide, latest_slot, next_slot
+from engine.schedule import decide, latest_slot
 
 LEGACY = ("0 0,6,12,18 * * *",)
 
@@ -40,17 +40,3 @@ def test_missed_slot_is_sent_late_once_or_skipped() -> None:
     assert (late.action, late.slot, late.late) == ("send", ts("2026-11-25 12:00:00"), True)
     assert decide(LEGACY, late.slot, now + 5, "late").action == "none"
     assert decide(LEGACY, last, now, "skip").action == "skip"
-
-
-def test_next_slot_is_the_first_time_decide_can_send_again() -> None:
-    schedule = ("0 0,6,12,18 * * *", "30 7 * * 1")  # and Mondays (2026-11-30) at 07:30
-    last = ts("2026-11-30 06:00:00")
-    due = next_slot(schedule, last)
-    assert due == ts("2026-11-30 07:30:00")
-    for now in (last + 1, last + 600, due - 1):
-        assert decide(schedule, last, now, "late").action == "none"
-    assert (decide(schedule, last, due, "late").action, decide(schedule, last, due, "late").slot) == (
-        "send",
-        due,
-    )
-    assert next_slot(LEGACY, ts("2026-11-25 18:00:00")) == ts("2026-11-26 00:00:00")

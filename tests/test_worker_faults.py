@@ -128,7 +128,7 @@ def test_rq_connection_retries_become_one_line_per_outage(caplog: pytest.LogCapt
     outage = Outage("worker")
     rq_log.addFilter(RqOutageFilter(outage))
     retry = "Worker w: could not connect to Redis instance: Error 111 connecting. retrying in 1 seconds..."
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger=rq_log.name):  # whatever level an rq worker left
         for _ in range(5):
             rq_log.error(retry)
         rq_log.info("Worker w: monitorx: low BINANCE-AAZ01-UM (job)")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 
 from engine.checks import fmt
 from engine.checks.base import CheckSpec, Finding, Message, Params
@@ -42,11 +41,6 @@ class MarginThresholds(Params):
     def limit(self, metric: str) -> float:
         """The threshold of a margin metric (``initial_margin``, ...)."""
         return float(getattr(self, metric))
-
-    @cached_property
-    def limits(self) -> tuple[float, ...]:
-        """The margin thresholds in ``MARGINS`` order."""
-        return tuple(self.limit(metric) for metric in MARGINS)
 
 
 class MarginRiskParams(Params):
