@@ -55,7 +55,6 @@ reclaim entries this one is still working on and deliver them too.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -84,16 +83,8 @@ ERROR_CHARS = 500
 Entry = tuple[str, dict[str, str]]
 
 
-def _never() -> bool:
-    return False
-
-
 def _label(alert: Alert) -> str:
     return f"{alert.check} {alert.account} {alert.state} (alert {alert.id})"
-
-
-def _attempt_text(error: DeliveryError, attempts: int) -> str:
-    return "rate limited, no attempt counted" if error.rate_limited else f"attempt {attempts}"
 
 
 def sink_group(sink_name: str) -> str:
@@ -113,6 +104,7 @@ class Alerter:
     """A client with ``decode_responses=True`` (shared.redisio.connect's default)."""
     keys: Keys
     sinks: Sequence[Sink]
+    """One or more (the CLI runs one alerter per sink)."""
     consumer: str
     """Stable across restarts (AlertSettings.consumer), so a restarted alerter finds its own
     pending entries at once."""
@@ -126,16 +118,11 @@ class Alerter:
     block_ms: int = 1000
     clock: Callable[[], float] = time.time
     """Unix time: alert ages and rests are measured with it (tests move it by hand)."""
-    rand: Callable[[], float] = random.random
-    """The jitter of the backoff (``shared.backoff.backoff_delay``)."""
-    stopping: Callable[[], bool] = _never
+    stopping: Callable[[], bool] = lambda: False
     """Checked between entries: once true, the rest of the batch stays pending."""
     group: str = K.ALERT_GROUP
     """The consumer group this alerter reads through. The CLI runs one alerter per sink, each in
     its own group (``sink_group``), so a sink that is down or slow never delays another."""
-    stream_maxlen: int = ALERTS_MAXLEN
-    """Alerts kept once every group has read and acknowledged them (trimmed every TRIM_EVERY steps)."""
-    _started: bool = False
     _steps: int = 0
     _claim_cursor: str = "0-0"
     started_at: float = 0.0
@@ -171,25 +158,19 @@ class Alerter:
         ensure_group(self.r, self.keys.alerts, self.group)
         self._own_cursor = "0"
         self._claim_cursor = "0-0"
-        self._started = True
         return self
 
     def step(self) -> int:
         """Own pending entries (after a start or a rest), then retries due, then new entries.
-        Returns the number of entries handled. Redis errors are raised to the caller, which
-        calls ``start()`` again (``shared.redisio.ride_out``)."""
-        if not self._started:
-            self.start()
-        if not self.sinks:
-            time.sleep(self.block_ms / 1000)  # nothing to deliver to: leave the alerts queued
-            return 0
+        Returns the number of entries handled. Call ``start()`` first; Redis errors are raised to
+        the caller, which calls ``start()`` again (``shared.redisio.ride_out``)."""
         rest = self._wake()
         if rest > 0:  # every sink rests: leave the alerts where they are
             time.sleep(min(rest, self.block_ms / 1000))
             return 0
         self._steps += 1
         if self._steps % TRIM_EVERY == 0:
-            safe_trim(self.r, self.keys.alerts, self.stream_maxlen)
+            safe_trim(self.r, self.keys.alerts, ALERTS_MAXLEN)
         handled = 0
         for read in (self._read_own, self._reclaim):
             handled += self._handle_all(read())
@@ -232,7 +213,7 @@ class Alerter:
         else:
             failures = self._failures[sink_name] = self._failures.get(sink_name, 0) + 1
             policy = BackoffPolicy(self.retry_idle_ms / 1000, self.retry_max_ms / 1000)
-            delay = backoff_delay(policy, failures, self.rand)
+            delay = backoff_delay(policy, failures)
         self._resting[sink_name] = self.clock() + delay
         return delay
 
@@ -244,13 +225,10 @@ class Alerter:
         the last rest. Entries deleted from the stream meanwhile are acknowledged."""
         if self._own_cursor is None:
             return []
-        stream = self.keys.alerts
-        cursor: dict[Any, Any] = {stream: self._own_cursor}
-        reply: Any = self.r.xreadgroup(self.group, self.consumer, cursor, count=self.batch)
-        page = [(str(eid), fields) for _, entries in reply or [] for eid, fields in entries]
+        page = self._xread(self._own_cursor)
         self._own_cursor = page[-1][0] if len(page) >= self.batch else None
         self._ack_deleted([eid for eid, fields in page if not fields])
-        entries = [(eid, dict(fields)) for eid, fields in page if fields]
+        entries = [(eid, fields) for eid, fields in page if fields]
         if entries:
             log.info("handling %d alert entries this consumer had pending", len(entries))
         return entries
@@ -275,13 +253,13 @@ class Alerter:
         return entries
 
     def _read(self, block: bool) -> list[Entry]:
-        reply: Any = self.r.xreadgroup(
-            self.group,
-            self.consumer,
-            {self.keys.alerts: ">"},
-            count=self.batch,
-            block=self.block_ms if block else None,
-        )
+        return self._xread(">", self.block_ms if block else None)
+
+    def _xread(self, cursor: str, block_ms: int | None = None) -> list[Entry]:
+        """One page of ``XREADGROUP`` from ``cursor`` (``>``: new entries); an entry deleted from
+        the stream comes with empty fields."""
+        streams: dict[Any, Any] = {self.keys.alerts: cursor}
+        reply: Any = self.r.xreadgroup(self.group, self.consumer, streams, count=self.batch, block=block_ms)
         return [(str(eid), dict(fields or {})) for _, entries in reply or [] for eid, fields in entries]
 
     def _handle_all(self, entries: list[Entry]) -> int:
@@ -295,15 +273,14 @@ class Alerter:
 
     # -- one entry -------------------------------------------------------------------------------
 
-    def handle(self, entry_id: str, fields: dict[str, str]) -> bool:
-        """Deliver one entry to every sink still pending for it; ack when all are done. Returns
-        whether the entry was acknowledged."""
+    def handle(self, entry_id: str, fields: dict[str, str]) -> None:
+        """Deliver one entry to every sink still pending for it; ack when all are done."""
         raw = fields.get("alert")
         try:
             alert = Alert.model_validate_json(raw or "")
         except ValidationError as exc:
             self._dead_letter_invalid(entry_id, fields, exc)
-            return True
+            return
         markers: Any = self.r.mget([self.keys.sent(sink.name, alert.id) for sink in self.sinks])
         done = [
             marker is not None or self._deliver(alert, raw or "", sink)
@@ -314,7 +291,6 @@ class Alerter:
             pipe.xack(self.keys.alerts, self.group, entry_id)
             pipe.delete(self.keys.attempts(alert.id))
             pipe.execute()
-        return all(done)
 
     def _deliver(self, alert: Alert, raw: str, sink: Sink) -> bool:
         """One sink, one alert without a marker. True when the pair is now finished (sent or dead),
@@ -328,15 +304,12 @@ class Alerter:
         except Exception as exc:  # noqa: BLE001 -- a sink bug must not stop the other sinks
             return self._failed(alert, raw, sink, DeliveryError(redact(f"{type(exc).__name__}: {exc}"), True))
         self._failures.pop(sink.name, None)
-        self._mark(self.keys.sent(sink.name, alert.id), SENT, K.COUNTER_DELIVERED)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(self.keys.sent(sink.name, alert.id), SENT, ex=self.sent_ttl)
+        pipe.hincrby(self.keys.counters, K.COUNTER_DELIVERED, 1)
+        pipe.execute()
         log.info("delivered %s to %s", _label(alert), sink.name)
         return True
-
-    def _mark(self, marker: str, value: str, counter: str) -> None:
-        pipe = self.r.pipeline(transaction=True)
-        pipe.set(marker, value, ex=self.sent_ttl)
-        pipe.hincrby(self.keys.counters, counter, 1)
-        pipe.execute()
 
     def _failed(self, alert: Alert, raw: str, sink: Sink, error: DeliveryError) -> bool:
         """A failed delivery: the pair stays pending (the sink rests) while the error is retryable
@@ -345,9 +318,10 @@ class Alerter:
         age = self.clock() - max(alert.emitted_at, self.started_at)
         delay = self._rest(sink.name, error) if error.retryable else 0.0
         if error.retryable and age < self.retry_for:
+            attempt = "rate limited, no attempt counted" if error.rate_limited else f"attempt {attempts}"
             log.warning(
                 "delivery of %s to %s failed (%s), the sink rests %.1f s: %s",
-                *(_label(alert), sink.name, _attempt_text(error, attempts), delay, error.message),
+                *(_label(alert), sink.name, attempt, delay, error.message),
             )
             return False
         why = (
@@ -360,10 +334,8 @@ class Alerter:
 
     def _give_up(self, alert: Alert, raw: str, sink_name: str, why: str, attempts: int) -> None:
         """Dead-letter one (alert, sink) pair, count it and say so loudly."""
-        pipe = self.r.pipeline(transaction=True)
-        self._dead_letter(pipe, raw, sink_name, why, attempts)
+        pipe = self._dead_letter(raw, sink_name, why, attempts)
         pipe.set(self.keys.sent(sink_name, alert.id), DEAD, ex=self.sent_ttl)
-        pipe.hincrby(self.keys.counters, K.COUNTER_DEAD, 1)
         pipe.execute()
         log.error(
             "GAVE UP delivering %s to %s after %d failed attempt(s), %s -- in the dead-letter stream %s",
@@ -381,22 +353,24 @@ class Alerter:
         pipe.expire(key, self.sent_ttl)
         return int(pipe.execute()[0])
 
-    def _dead_letter(self, pipe: Any, raw: str, sink_name: str, error: str, attempts: int) -> None:
-        """Queue the dead-letter XADD on ``pipe`` (the caller commits it with its other writes)."""
-        record = {
+    def _dead_letter(self, raw: str, sink_name: str, error: str, attempts: int) -> Any:
+        """A transaction with the dead-letter XADD and the alerts_dead count queued: the caller adds
+        its other writes and executes it."""
+        record: dict[Any, Any] = {
             "alert": raw,
             "sink": sink_name,
             "error": error[:ERROR_CHARS],
             "attempts": attempts,
             "failed_at": repr(self.clock()),
         }
+        pipe = self.r.pipeline(transaction=True)
         pipe.xadd(self.keys.dead, record, maxlen=K.DEAD_MAXLEN, approximate=True)
+        pipe.hincrby(self.keys.counters, K.COUNTER_DEAD, 1)
+        return pipe
 
     def _dead_letter_invalid(self, entry_id: str, fields: dict[str, str], exc: ValidationError) -> None:
         reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'alert'}: {e['msg']}" for e in exc.errors())
-        pipe = self.r.pipeline(transaction=True)
-        self._dead_letter(pipe, fields.get("alert") or repr(fields), ANY_SINK, f"invalid alert: {reason}", 0)
-        pipe.hincrby(self.keys.counters, K.COUNTER_DEAD, 1)
+        pipe = self._dead_letter(fields.get("alert") or repr(fields), ANY_SINK, f"invalid alert: {reason}", 0)
         pipe.xack(self.keys.alerts, self.group, entry_id)
         pipe.execute()
         log.error("invalid alert entry %s moved to %s: %s", entry_id, self.keys.dead, reason[:200])

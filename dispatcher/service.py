@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 
 MARKER_TTL = 600
 """Seconds a latest-wins marker lives at most (a lost job can hold its pair no longer)."""
-RQ_JOB_PREFIX = "rq:job:"
 
 # KEYS[1] marker, KEYS[2] hold, KEYS[3] the queue's intermediate list (jobs a worker took but did
 # not start yet). ARGV: new job id, ttl, rq job key prefix. 1: enqueue it; 0: coalesced (the
@@ -132,20 +131,20 @@ class Dispatcher:
             enqueued += self.tick(self.clock())
         return enqueued
 
-    def _read(self) -> list[tuple[str, dict[str, str]]]:
-        block = max(1, min(self.block_ms, int(max(0.0, self._next_tick - self.clock()) * 1000) or 1))
+    def _read(self, start: str = ">") -> list[tuple[str, dict[str, str]]]:
+        """New entries (``>``: blocking at most ``block_ms``, and never past the next tick), or a
+        page of this consumer's own pending ones (``0``: no wait; a trimmed entry has no fields)."""
+        wait = int(max(0.0, self._next_tick - self.clock()) * 1000) or 1
+        block = max(1, min(self.block_ms, wait)) if start == ">" else None
         reply: Any = self.r.xreadgroup(
-            K.DISPATCH_GROUP, self.consumer, {self.keys.snapshots: ">"}, count=self.batch, block=block
+            K.DISPATCH_GROUP, self.consumer, {self.keys.snapshots: start}, count=self.batch, block=block
         )
-        return [entry for _, entries in reply or [] for entry in entries]
+        return [(eid, fields or {}) for _, found in reply or [] for eid, fields in found]
 
     def _own_pending(self) -> list[tuple[str, dict[str, str]]]:
         """A page of the entries this consumer read and never acknowledged (it was killed, or
         Redis failed between enqueue and ack), handled at once; none left ends the resume."""
-        reply: Any = self.r.xreadgroup(
-            K.DISPATCH_GROUP, self.consumer, {self.keys.snapshots: "0"}, count=self.batch
-        )
-        entries = [(eid, fields or {}) for _, found in reply or [] for eid, fields in found]
+        entries = self._read("0")
         if entries:
             log.info("handling %d snapshot entries this dispatcher left pending", len(entries))
         else:
@@ -261,19 +260,15 @@ class Dispatcher:
         for (instance, account, _), job_id in zip(unique, ids, strict=True):
             self._mark(
                 keys=[self.keys.queued(instance, account), self.keys.hold(instance, account), taken],
-                args=[job_id, MARKER_TTL, RQ_JOB_PREFIX],
+                args=[job_id, MARKER_TTL, CheckJob.redis_job_namespace_prefix],
                 client=pipe,
             )
         marks = pipe.execute()
         todo = [(pair, job_id) for pair, job_id, ok in zip(unique, ids, marks, strict=True) if ok]
-        self._push(todo)
-        coalesced = len(unique) - len(todo)
-        counts = self.r.pipeline(transaction=False)
-        counts.hincrby(self.keys.counters, K.COUNTER_JOBS, len(todo))
-        counts.hincrby(self.keys.counters, K.COUNTER_COALESCED, coalesced)
-        counts.execute()
-        return len(todo)
-
-    def _push(self, todo: Sequence[tuple[Pair, str]]) -> None:
         if todo:
             self._enqueue_many([self._job(RUN_CHECK, [i, a, at], job_id) for (i, a, at), job_id in todo])
+        counts = self.r.pipeline(transaction=False)
+        counts.hincrby(self.keys.counters, K.COUNTER_JOBS, len(todo))
+        counts.hincrby(self.keys.counters, K.COUNTER_COALESCED, len(unique) - len(todo))
+        counts.execute()
+        return len(todo)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from engine.alerts import make_alert
@@ -57,15 +57,14 @@ def assess(
     now: float,
     prior: Mapping[str, KeyState],
     clock: float,
-    found: Evaluation | None = None,
+    found: Evaluation,
 ) -> Assessment:
-    """Pure: evaluate (unless the caller has the outcome of this very evaluation: its findings,
-    or the exception it raised), advance every key, render the alerts of this evaluation."""
+    """Pure: given the outcome of one evaluation (:func:`evaluate`: its findings, or the exception
+    it raised), advance every key and render the alerts of this evaluation."""
     if isinstance(found, Exception):
         return _failure(bound, account, now, prior, clock, found)
     try:
-        findings = list(bound.check.evaluate(snap, bound.params, now) if found is None else found)
-        states, fired, resolved = _advance(findings, prior, now, bound.policy)
+        states, fired, resolved = _advance(found, prior, now, bound.policy)
         alerts = _check_alerts(bound, account, snap, now, clock, fired, resolved)
     except Exception as exc:  # noqa: BLE001 - any failure of check code is reported, never raised
         return _failure(bound, account, now, prior, clock, exc)
@@ -77,7 +76,7 @@ def assess(
 
 
 def _advance(
-    findings: list[Finding], prior: Mapping[str, KeyState], now: float, policy: Policy
+    findings: Sequence[Finding], prior: Mapping[str, KeyState], now: float, policy: Policy
 ) -> tuple[dict[str, KeyState], list[Finding], list[str]]:
     states: dict[str, KeyState] = {}
     fired: list[Finding] = []
@@ -143,13 +142,9 @@ def _error_policy(bound: Bound) -> Policy:
 def _error_alert(
     bound: Bound, account: str, now: float, clock: float, state: Literal["firing", "resolved"], text: str
 ) -> Alert:
-    title = (
-        f"Check error: {bound.name} on {account}"
-        if state == "firing"
-        else f"Check recovered: {bound.name} on {account}"
-    )
-    severity: Literal["critical", "info"] = "critical" if state == "firing" else "info"
-    message = Message(title=title, text=text, severity=severity)
+    firing = state == "firing"
+    title = f"Check {'error' if firing else 'recovered'}: {bound.name} on {account}"
+    message = Message(title=title, text=text, severity="critical" if firing else "info")
     return _alert(bound, account, state, [ERROR_KEY], message, now, clock, check="check_error")
 
 
@@ -197,9 +192,7 @@ def report_alerts(
             check=spec.name,
             account=label,
             state="firing",
-            message=Message(
-                f"{message.title} (late)" if late else message.title, message.text, message.severity
-            ),
+            message=replace(message, title=f"{message.title} (late)") if late else message,
             observed_at=slot,
             emitted_at=clock,
             labels={"late": "true"} if late else {},

@@ -60,27 +60,24 @@ class _TracedDict(dict[str, Any]):
         self._reads.keys.add(str(key))
         return super().__contains__(key)
 
-    def _walk(self) -> None:
-        self._reads.whole = True
-
     def __iter__(self) -> Iterator[str]:
-        self._walk()
+        self._reads.whole = True
         return super().__iter__()
 
     def __len__(self) -> int:
-        self._walk()
+        self._reads.whole = True
         return super().__len__()
 
     def keys(self) -> Any:
-        self._walk()
+        self._reads.whole = True
         return super().keys()
 
     def values(self) -> Any:
-        self._walk()
+        self._reads.whole = True
         return super().values()
 
     def items(self) -> Any:
-        self._walk()
+        self._reads.whole = True
         return super().items()
 
 

@@ -5,8 +5,7 @@ Both the dispatcher (routing) and the workers (running) build the same Plan from
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -18,8 +17,6 @@ from engine.checks.base import CheckSpec, ReportSpec
 from engine.registry import Registry
 from engine.state import Policy
 from shared.config import Config, ConfigError, Instance, Problem, unknown_check, validation_problems
-
-log = logging.getLogger(__name__)
 
 STALE_INSTANCE = "stale_data:all"
 """Name of the stale-data instance added over every configured account when none is configured."""
@@ -56,19 +53,9 @@ class Bound:
         default = self.spec.default_schedule if isinstance(self.spec, ReportSpec) else ()
         return self.instance.schedule or default
 
-    def tick_accounts(self, seen: Iterable[str], unseen_due: bool) -> list[str]:
-        """The accounts a time-driven check evaluates on a tick: every account seen so far that
-        it covers, plus those it names explicitly once unseen accounts are due (``stale_after``
-        after monitoring started), in order."""
-        accounts = {a for a in seen if self.instance.covers(a)}
-        if unseen_due:
-            accounts |= set(self.instance.explicit_accounts)
-        return sorted(accounts)
-
     @property
     def send_resolved(self) -> bool:
-        spec = self.check
-        return self.instance.resolved if self.instance.resolved is not None else spec.default_resolved
+        return self.instance.resolved if self.instance.resolved is not None else self.check.default_resolved
 
 
 @dataclass(frozen=True)
@@ -175,10 +162,9 @@ def builtin_config() -> Config:
     )
 
 
-def load_plan(path: Path | None, registry: Registry | None = None) -> Plan:
+def load_plan(path: Path | None) -> Plan:
     """Load, validate and bind a configuration file (None: the built-in default)."""
     from shared.config import load
 
     config = builtin_config() if path is None else load(path)
-    plan = build(config, registry or Registry.discover())
-    return plan
+    return build(config, Registry.discover())

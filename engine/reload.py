@@ -14,7 +14,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -50,7 +50,6 @@ class PlanSource:
     requested: bool = False
     _mtime: float | None = None
     _next_poll: float = 0.0
-    _loader: Callable[[Path | None], Plan] = field(default=load_plan)
 
     def __post_init__(self) -> None:
         self._mtime = _mtime(self.path)
@@ -77,7 +76,7 @@ class PlanSource:
         self.requested = False
         self._mtime = _mtime(self.path)
         try:
-            plan = self._loader(self.path)
+            plan = load_plan(self.path)
         except ConfigError as exc:
             log.error("configuration reload refused, the last good configuration keeps running:\n%s", exc)
             emit(r, keys, [refused_alert(exc, self.path)])
@@ -92,7 +91,6 @@ class PlanSource:
 
 
 def refused_alert(exc: ConfigError, path: Path | None) -> Alert:
-    digest = _content_digest(path)
     now = time.time()
     return make_alert(
         instance="config",
@@ -106,7 +104,7 @@ def refused_alert(exc: ConfigError, path: Path | None) -> Alert:
         ),
         observed_at=now,
         emitted_at=now,
-        event=("config-refused", exc.file, digest),
+        event=("config-refused", exc.file, _content_digest(path)),
     )
 
 

@@ -17,12 +17,8 @@ ON_TIME = 60.0
 def latest_slot(schedule: Sequence[str], now: float) -> float | None:
     """The most recent slot at or before ``now`` (unix seconds), over every expression."""
     base = datetime.fromtimestamp(now + 1, UTC)  # get_prev excludes its base itself
-    best: float | None = None
-    for expr in schedule:
-        slot = float(croniter(expr, base).get_prev(float))
-        if slot <= now and (best is None or slot > best):
-            best = slot
-    return best
+    slots = (float(croniter(expr, base).get_prev(float)) for expr in schedule)
+    return max((slot for slot in slots if slot <= now), default=None)
 
 
 @dataclass(frozen=True)

@@ -57,10 +57,9 @@ class PairRecord:
     """The pair's gate (``engine.inputs.Gate`` JSON), present only while it is at rest."""
 
 
-EMPTY = PairRecord()
-
-
 class PairStore(Protocol):
+    """Where pair state lives: :class:`RedisStore` (live) or :class:`MemoryStore` (the backtest)."""
+
     def read(self, instance: str, account: str) -> PairRecord: ...
 
     def write(
@@ -111,7 +110,7 @@ def evaluate_pair(
         prior = None
         if record.last is not None and record.last >= now:
             return "stale"
-        resting = _resting(bound, record.states)
+        resting = pair_at_rest(record.states, bound.check.forget_on_clear)
         if found is None:  # inputs are traced only for a pair at rest: the only kind with a gate
             found, reads = _run(bound, snap, now, on_snapshot and resting)
             if isinstance(found, JobTimeoutException):
@@ -142,10 +141,6 @@ def _merged(prior: Mapping[str, KeyState], states: Mapping[str, KeyState]) -> di
     return {k: s for k, s in {**prior, **states}.items() if s != INITIAL}
 
 
-def _resting(bound: Bound, states: Mapping[str, KeyState]) -> bool:
-    return pair_at_rest(states, bound.check.forget_on_clear)
-
-
 def _gate(
     bound: Bound,
     snap: Snapshot | None,
@@ -156,7 +151,7 @@ def _gate(
     """The pair's gate after an evaluation: none unless every key is at rest; an evaluation on a
     snapshot of a pair at rest sets it from what it read; otherwise (a tick, or a pair coming back
     to rest, gated from its next evaluation on) an existing one stays as it is."""
-    if not _resting(bound, kept):
+    if not pair_at_rest(kept, bound.check.forget_on_clear):
         return None
     if reads is None or snap is None:
         return prior
@@ -193,7 +188,7 @@ class RedisStore:
     def __init__(self, r: redis.Redis, keys: Keys) -> None:
         self._r = r
         self._keys = keys
-        self._cas: Any = None
+        self._cas: Any = r.register_script(_CAS)
 
     def read(self, instance: str, account: str) -> PairRecord:
         stored: Any = self._r.hgetall(self._keys.state(instance, account))
@@ -209,7 +204,6 @@ class RedisStore:
         alerts: Sequence[Alert],
         gate: str | None,
     ) -> bool:
-        self._cas = self._cas or self._r.register_script(_CAS)
         keys = [self._keys.state(instance, account), self._keys.alerts, self._keys.counters]
         return bool(self._cas(keys=keys, args=_cas_args(prior.token, now, states, alerts, gate)))
 
@@ -235,14 +229,15 @@ def _cas_args(
 
 
 class MemoryStore:
-    """Pair state in a dict and alerts in a list (``alerts``): the backtest's store."""
+    """Pair state in a dict and alerts in a list (``alerts``): the backtest's store (a write always
+    applies; a hold does nothing)."""
 
     def __init__(self) -> None:
         self.pairs: dict[tuple[str, str], PairRecord] = {}
         self.alerts: list[Alert] = []
 
     def read(self, instance: str, account: str) -> PairRecord:
-        return self.pairs.get((instance, account), EMPTY)
+        return self.pairs.get((instance, account)) or PairRecord()
 
     def write(
         self,

@@ -14,11 +14,14 @@ def time_driven(
 ) -> Iterator[tuple[Bound, str]]:
     """The pairs a tick at ``now`` evaluates: each time-driven instance over every seen account
     it covers, plus its explicit accounts once unseen accounts are due (``stale_after`` seconds
-    after monitoring started at ``started_at``)."""
+    after monitoring started at ``started_at``), each instance's accounts in sorted order."""
     unseen_due = now - started_at >= plan.config.stale_after
-    accounts = set(seen)
+    seen = set(seen)
     for bound in plan.on_tick():
-        for account in bound.tick_accounts(accounts, unseen_due):
+        accounts = {a for a in seen if bound.instance.covers(a)}
+        if unseen_due:
+            accounts |= set(bound.instance.explicit_accounts)
+        for account in sorted(accounts):
             yield bound, account
 
 

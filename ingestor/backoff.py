@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidProxy, InvalidStatus, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from shared.backoff import BackoffPolicy, backoff_delay
 
@@ -76,7 +76,7 @@ def decide(
     ERROR once ``LOUD_AFTER`` attempts in a row failed.
     """
     reason = _describe(exc)
-    if isinstance(exc, InvalidURI | InvalidProxy | ValueError) or not _retryable(exc):
+    if not _retryable(exc):  # configuration errors included: none of them is retryable
         return Decision(False, 0.0, failures, logging.ERROR, reason)
     count = 1 if is_healthy(outcome, policy) else failures + 1
     delay = max(backoff_delay(policy, count, rand), _retry_after(exc, policy))

@@ -15,10 +15,9 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +25,9 @@ import redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.frames import CloseCode
 
+from engine.checks import fmt
 from ingestor.backoff import SessionOutcome, SilenceTimeout, decide
-from ingestor.health import FeedHealth, FeedStatus, reason_of, timestamp
+from ingestor.health import FeedHealth, FeedStatus, reason_of
 from ingestor.ingest import Ingestor
 from ingestor.record import Recorder
 from shared.backoff import BackoffPolicy, backoff_delay
@@ -88,14 +88,12 @@ class GalioClient:
         ingestor: Ingestor,
         *,
         recorder: Recorder | None = None,
-        rand: Callable[[], float] = random.random,
         r: redis.Redis | None = None,
     ) -> None:
         """``r``: where the feed's status hash is read at start (None: no outage is adopted)."""
         self._settings = settings
         self._ingestor = ingestor
         self._recorder = recorder
-        self._rand = rand
         self._policy = BackoffPolicy(settings.backoff_min, settings.backoff_max, settings.stable_after)
         self._dirty = asyncio.Event()
         self._where = display_uri(settings)
@@ -115,7 +113,9 @@ class GalioClient:
         try:
             await asyncio.wait({sessions, health, stopped}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await _cancel(sessions, stopped, health, writer)
+            for task in (sessions, stopped, health, writer):
+                task.cancel()
+            await asyncio.gather(sessions, stopped, health, writer, return_exceptions=True)
             await self._final_flush()
         for task in (sessions, health):
             error = None if task.cancelled() else task.exception()
@@ -137,7 +137,7 @@ class GalioClient:
             exc, outcome, auth_sent=live.auth_sent, silence_timeout=self._settings.silence_timeout
         )
         self._health.failure(reason, time.time())
-        decision = decide(exc, outcome, failures, self._policy, self._rand)
+        decision = decide(exc, outcome, failures, self._policy)
         if not decision.retry:
             raise GiveUp(f"{self._where}: {decision.reason}") from exc
         log.log(
@@ -205,18 +205,14 @@ class GalioClient:
 
     async def _write_loop(self) -> None:
         """Flush to Redis whenever frames arrived; while Redis fails, retry with the processes'
-        common capped backoff (shared.redisio.REDIS_BACKOFF), so writing resumes within about
-        2 s of Redis coming back."""
-        failures = 0
+        common capped backoff (shared.redisio.REDIS_BACKOFF, by ``Ingestor.outage``'s count of
+        failures), so writing resumes within about 2 s of Redis coming back."""
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            if await asyncio.to_thread(self._ingestor.flush):
-                failures = 0
-                continue
-            failures += 1
-            self._dirty.set()
-            await asyncio.sleep(backoff_delay(REDIS_BACKOFF, failures, self._rand))
+            if not await asyncio.to_thread(self._ingestor.flush):
+                self._dirty.set()
+                await asyncio.sleep(backoff_delay(REDIS_BACKOFF, self._ingestor.outage.failures))
 
     async def _watch_feed(self) -> None:
         """Adopt an outage a previous ingestor reported, then evaluate the feed's health every
@@ -252,7 +248,7 @@ class GalioClient:
             log.warning(
                 "feed %s is down since %s (%s) as a previous run reported: "
                 "no second alert, the next frame resolves it",
-                *(self._health.feed, timestamp(status.since), status.reason),
+                *(self._health.feed, fmt.clock(status.since), status.reason),
             )
 
     async def _final_flush(self) -> None:
@@ -262,12 +258,6 @@ class GalioClient:
             written = False
         if not written:
             log.error("stopping with %d snapshot(s)/quarantine entries not written", self._ingestor.pending)
-
-
-async def _cancel(*tasks: asyncio.Task[Any]) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @contextlib.contextmanager

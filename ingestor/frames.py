@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ingestor.normalize import normalize_account
 from shared.keys import QUARANTINE_EXCERPT
 from shared.models import Snapshot
-
-Normalize = Callable[[str, Mapping[str, Any], float, int], Snapshot]
-"""``(account, object, observed_at, seq) -> Snapshot``."""
 
 
 @dataclass(frozen=True)
@@ -36,21 +33,13 @@ class ParsedFrame:
     snapshots: tuple[Snapshot, ...] = ()
     quarantined: tuple[QuarantineEntry, ...] = ()
 
-    @property
-    def invalid_values(self) -> int:
-        return sum(len(s.invalid) for s in self.snapshots)
-
-
-def _wall_clock_us() -> int:
-    return time.time_ns() // 1000
-
 
 class SequenceClock:
     """Sequence numbers: strictly increasing within the process, and across restarts because they
     start from the wall clock in microseconds (``max(previous + 1, now_us)``). No Redis round trip
     is needed, so frames can still be parsed and buffered while Redis is unavailable."""
 
-    def __init__(self, now_us: Callable[[], int] = _wall_clock_us) -> None:
+    def __init__(self, now_us: Callable[[], int] = lambda: time.time_ns() // 1000) -> None:
         self.now_us = now_us
         self._last = 0
         self._lock = threading.Lock()
@@ -94,18 +83,13 @@ def load_pos(text: str) -> tuple[dict[str, Any] | None, str]:
 
 
 def parse_account(
-    account: str,
-    obj: Any,
-    received_at: float,
-    next_seq: Callable[[], int],
-    normalize: Normalize = normalize_account,
+    account: str, obj: Any, received_at: float, next_seq: Callable[[], int]
 ) -> Snapshot | QuarantineEntry:
-    """One account's snapshot, or its quarantine entry (excerpt: ``{account: value}`` as JSON).
-    ``normalize``: ``normalize_account`` or a :class:`ingestor.normalize.Normalizer`."""
+    """One account's snapshot, or its quarantine entry (excerpt: ``{account: value}`` as JSON)."""
     if not isinstance(obj, dict):
         return _quarantine_account(account, obj, received_at, f"not an object but a {type(obj).__name__}")
     try:
-        return normalize(account, obj, received_at, next_seq())
+        return normalize_account(account, obj, received_at, next_seq())
     except (ValueError, OverflowError, TypeError) as exc:
         return _quarantine_account(account, obj, received_at, f"does not normalize: {str(exc)[:80]}")
 

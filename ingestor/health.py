@@ -17,12 +17,12 @@ import errno
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Literal
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from engine.alerts import make_alert
+from engine.checks import fmt
 from engine.checks.base import Message
 from ingestor.backoff import SessionOutcome, SilenceTimeout
 from shared.models import Alert, AlertState
@@ -66,11 +66,9 @@ class FeedStatus:
             updated_at = float(fields.get("updated_at", since))
         except ValueError:
             return None
-        if state == "up":
-            return cls("up", fields.get("reason", ""), since, updated_at)
-        if state == "down":
-            return cls("down", fields.get("reason", ""), since, updated_at)
-        return None
+        if state not in ("up", "down"):
+            return None
+        return cls("up" if state == "up" else "down", fields.get("reason", ""), since, updated_at)
 
 
 class FeedHealth:
@@ -90,17 +88,8 @@ class FeedHealth:
         self._down_since: float | None = None
         self._down_reason = ""
         self._back_at: float | None = None
-        self._status = FeedStatus("up", "", started_at, started_at)
-
-    @property
-    def down(self) -> bool:
-        """True from the firing alert until the resolved one."""
-        return self._down_since is not None
-
-    @property
-    def status(self) -> FeedStatus:
+        self.status = FeedStatus("up", "", started_at, started_at)
         """The state as of the last change (what the status hash should hold)."""
-        return self._status
 
     def connected(self, now: float) -> None:
         """A session completed its handshake."""
@@ -125,7 +114,7 @@ class FeedHealth:
         False (and changes nothing) when there is nothing to adopt or this one fired already."""
         if status.state != "down" or self._down_since is not None:
             return False
-        self._down_since, self._down_reason, self._status = status.since, status.reason, status
+        self._down_since, self._down_reason, self.status = status.since, status.reason, status
         self._back_at = self._last_frame  # a frame that came in meanwhile resolves it at once
         return True
 
@@ -142,9 +131,9 @@ class FeedHealth:
     def _fire(self, since: float, now: float) -> Alert:
         reason = self._current_reason(since, now)
         self._down_since, self._down_reason, self._back_at = since, reason, None
-        self._status = FeedStatus("down", reason, since, now)
+        self.status = FeedStatus("down", reason, since, now)
         text = (
-            f"No frame from feed {self.feed} at {self._where} since {timestamp(since)} "
+            f"No frame from feed {self.feed} at {self._where} since {fmt.clock(since)} "
             f"({duration(now - since)}): {reason}."
         )
         return self._alert("firing", since, reason, text, now, now)
@@ -153,10 +142,10 @@ class FeedHealth:
         since, reason = self._down_since, self._down_reason
         assert since is not None
         self._down_since, self._back_at = None, None
-        self._status = FeedStatus("up", "", back_at, now)
+        self.status = FeedStatus("up", "", back_at, now)
         text = (
-            f"Frames from feed {self.feed} at {self._where} flow again since {timestamp(back_at)}; "
-            f"it was down for {duration(back_at - since)} (no frame since {timestamp(since)}: {reason})."
+            f"Frames from feed {self.feed} at {self._where} flow again since {fmt.clock(back_at)}; "
+            f"it was down for {duration(back_at - since)} (no frame since {fmt.clock(since)}: {reason})."
         )
         return self._alert("resolved", since, reason, text, back_at, now)
 
@@ -187,22 +176,13 @@ class FeedHealth:
         )
 
 
-def reason_of(
-    exc: BaseException,
-    outcome: SessionOutcome,
-    *,
-    auth_sent: bool = False,
-    silence_timeout: float | None = None,
-) -> str:
+def reason_of(exc: BaseException, outcome: SessionOutcome, *, auth_sent: bool, silence_timeout: float) -> str:
     """The reason a session or connection attempt failed, in plain words for a feed_down alert
     (never a credential; the exception types are those :func:`ingestor.backoff.decide` sees).
-
     ``auth_sent``: the auth frame was sent in that session; ``silence_timeout``: the watchdog's
-    interval (the duration a :class:`SilenceTimeout` reports; default the session's duration).
-    """
+    interval (the duration a :class:`SilenceTimeout` reports)."""
     if isinstance(exc, SilenceTimeout):
-        quiet = outcome.duration if silence_timeout is None else silence_timeout
-        return f"connected but silent for {duration(quiet)}"
+        return f"connected but silent for {duration(silence_timeout)}"
     if isinstance(exc, InvalidStatus):
         code = exc.response.status_code
         return f"bad credentials (HTTP {code})" if code in (401, 403) else f"HTTP {code} at handshake"
@@ -250,8 +230,3 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{int(seconds // 60)}m {int(seconds % 60):02d}s"
     return f"{int(seconds // 3600)}h {int(seconds % 3600 // 60):02d}m"
-
-
-def timestamp(unix: float) -> str:
-    """A unix time as ``YYYY-MM-DD HH:MM:SS UTC``."""
-    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

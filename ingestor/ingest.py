@@ -1,13 +1,13 @@
 """The synchronous core of the ingestor: frames in, snapshots, quarantine entries and counters out.
 
 :meth:`Ingestor.accept` parses a frame into a pending batch (no I/O) and :meth:`Ingestor.flush`
-writes the pending batch to Redis; :meth:`Ingestor.handle_frame` does both. When Redis is
-unavailable the batch is kept and the next flush retries it. Every account of every frame is
-published: memory stays bounded by the number of accounts, not of frames, because beyond
-``max_pending`` pending snapshots only the newest snapshot of each account is kept (the
-dispatcher reads ``latest:{account}`` anyway, so an older snapshot of an account adds nothing),
-and only the newest ``max_pending`` quarantine entries (diagnostics). Alerts queued with
-:meth:`Ingestor.queue_alerts` (the feed's ``feed_down``) ride in the same batch and are never dropped.
+writes the pending batch to Redis. When Redis is unavailable the batch is kept and the next flush
+retries it. Every account of every frame is published: memory stays bounded by the number of
+accounts, not of frames, because beyond ``max_pending`` pending snapshots only the newest snapshot
+of each account is kept (the dispatcher reads ``latest:{account}`` anyway, so an older snapshot of
+an account adds nothing), and only the newest ``max_pending`` quarantine entries (diagnostics).
+Alerts queued with :meth:`Ingestor.queue_alerts` (the feed's ``feed_down``) ride in the same batch
+and are never dropped.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class _Batch:
         counts = {
             COUNTER_FRAMES: 1,
             COUNTER_MALFORMED: len(parsed.quarantined),
-            COUNTER_INVALID_VALUES: parsed.invalid_values,
+            COUNTER_INVALID_VALUES: sum(len(s.invalid) for s in parsed.snapshots),
         }
         self.counters.update({name: n for name, n in counts.items() if n})
 
@@ -90,15 +90,6 @@ def _coalesce(snapshots: list[Snapshot]) -> list[Snapshot]:
     return sorted(newest.values(), key=lambda s: (s.observed_at, s.seq))
 
 
-@dataclass(frozen=True)
-class FrameResult:
-    """What :meth:`Ingestor.handle_frame` did with one frame."""
-
-    parsed: ParsedFrame
-    published: bool
-    """True when everything pending, this frame included, is now in Redis."""
-
-
 class Ingestor:
     """Frames to Redis. Thread-safe: :meth:`accept` may run while another thread flushes."""
 
@@ -110,7 +101,6 @@ class Ingestor:
         stream_maxlen: int,
         trim_every: int = TRIM_EVERY,
         max_pending: int = MAX_PENDING,
-        clock: SequenceClock | None = None,
     ) -> None:
         self._r = r
         self._keys = keys
@@ -118,7 +108,7 @@ class Ingestor:
         self._stream_maxlen = stream_maxlen
         self._trim_every = trim_every
         self._max_pending = max_pending
-        self._clock = clock or SequenceClock()
+        self._clock = SequenceClock()
         self._pending = _Batch()
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -126,11 +116,6 @@ class Ingestor:
         self._since_trim = 0
         self.outage = Outage("ingestor")
         """Redis availability as the writes see it (logged once per change)."""
-
-    def handle_frame(self, text: str, received_at: float) -> FrameResult:
-        """Parse one frame and write it (with anything still pending) to Redis. Never raises."""
-        parsed = self.accept(text, received_at)
-        return FrameResult(parsed, self.flush())
 
     def accept(self, text: str, received_at: float) -> ParsedFrame:
         """Parse one frame into the pending batch; no I/O. Never raises."""
@@ -158,7 +143,8 @@ class Ingestor:
     def flush(self) -> bool:
         """Write everything pending; on a Redis error keep it for the next call and return False."""
         with self._flush_lock:
-            batch = self._take()
+            with self._lock:
+                batch, self._pending = self._pending, _Batch()
             if batch.empty():
                 return True
             try:
@@ -171,11 +157,6 @@ class Ingestor:
             self.outage.succeeded()
             self._maybe_trim()
             return True
-
-    def _take(self) -> _Batch:
-        with self._lock:
-            batch, self._pending = self._pending, _Batch()
-        return batch
 
     def _give_back(self, batch: _Batch) -> None:
         """Put an unwritten batch back in front of what arrived meanwhile."""

@@ -2,8 +2,8 @@
 
 The raw object is kept whole; its values are parsed (``shared.models.parse_number``) when a check
 or a view first reads them, so a value that does not parse (``Snapshot.invalid``: raw key ->
-reason) leaves every other figure intact. The key tables (``shared.feed``, re-exported here)
-classify the raw keys into the snapshot's typed views when a check first asks for one.
+reason) leaves every other figure intact. The key tables of ``shared.feed`` classify the raw keys
+into the snapshot's typed views when a check first asks for one.
 """
 
 from __future__ import annotations
@@ -11,31 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shared.feed import (
-    ASSET_FIELDS,
-    KNOWN_ASSETS,
-    POSITION_SUFFIXES,
-    SYMBOL_MARGIN_FIELDS,
-    TOTALS_PREFIX,
-    Kind,
-    Layouts,
-    classify,
-)
-from shared.models import JsonScalar, Snapshot, parse_values
-
-__all__ = [
-    "ASSET_FIELDS",
-    "KNOWN_ASSETS",
-    "POSITION_SUFFIXES",
-    "SYMBOL_MARGIN_FIELDS",
-    "TOTALS_PREFIX",
-    "Kind",
-    "Normalizer",
-    "classify",
-    "normalize_account",
-    "parse_values",
-    "venue_of",
-]
+from shared.feed import Layouts
+from shared.models import Snapshot
 
 
 def venue_of(account: str) -> str:
@@ -43,17 +20,15 @@ def venue_of(account: str) -> str:
     return account.split("-", 1)[0].upper()
 
 
-def normalize_account(
-    account: str, obj: Mapping[str, Any], observed_at: float, seq: int = 0, source: str = "galio"
-) -> Snapshot:
-    """Normalize one account object (assumed to be a JSON object) into a Snapshot."""
+def normalize_account(account: str, obj: Mapping[str, Any], observed_at: float, seq: int = 0) -> Snapshot:
+    """Normalize one account object (assumed to be a JSON object) into a Snapshot (source ``galio``,
+    the model's default)."""
     return Snapshot(
         account=account,
         venue=venue_of(account),
-        source=source,
         seq=seq,
         observed_at=observed_at,
-        raw=_raw(obj),
+        raw=dict(obj),
     )
 
 
@@ -68,21 +43,14 @@ class Normalizer:
         self.trusted = trusted
         self.layouts = Layouts()
 
-    def __call__(
-        self, account: str, obj: Mapping[str, Any], observed_at: float, seq: int = 0, source: str = "galio"
-    ) -> Snapshot:
+    def __call__(self, account: str, obj: Mapping[str, Any], observed_at: float, seq: int = 0) -> Snapshot:
         if not self.trusted:
-            return normalize_account(account, obj, observed_at, seq, source).sharing(self.layouts)
+            return normalize_account(account, obj, observed_at, seq).sharing(self.layouts)
         snap = Snapshot.model_construct(
             account=account,
             venue=venue_of(account),
-            source=source,
             seq=seq,
             observed_at=float(observed_at),
-            raw=_raw(obj),
+            raw=dict(obj),
         )
         return snap.sharing(self.layouts)
-
-
-def _raw(obj: Mapping[str, Any]) -> dict[str, JsonScalar | list[Any] | dict[str, Any]]:
-    return dict(obj)

@@ -12,7 +12,8 @@ log = logging.getLogger(__name__)
 
 class Recorder:
     """Appends ``{"received_at": <unix seconds>, "frame": "<text as received>"}`` lines to a file,
-    flushed per line. A write error is logged once and stops recording; ingestion goes on."""
+    flushed per line, closed on leaving the ``with`` block. A write error is logged once and stops
+    recording; ingestion goes on."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -29,13 +30,10 @@ class Recorder:
             self._failed = True
             log.error("recording to %s failed, recording stopped: %s", self.path, exc)
 
-    def close(self) -> None:
-        self._file.close()
-
     def __enter__(self) -> Recorder:
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        self._file.close()

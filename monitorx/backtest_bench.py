@@ -2,34 +2,30 @@
 replayed with the legacy configuration; prints one JSON line per run.
 
     .venv/bin/python -m monitorx.backtest_bench                       # the day, --jobs 1 and 2
-    .venv/bin/python -m monitorx.backtest_bench --frames 18000 --profile   # an hour, cProfile top
+    .venv/bin/python -m monitorx.backtest_bench --frames 18000 --jobs 1    # an hour, one process
 
 The recording is generated once with ``simulator.frames`` (steady preset, in parallel) and kept
 at ``--recording`` for the next runs. ``--repeat N`` sends every simulated frame N times in a row
 (a feed resending unchanged figures); the simulator itself changes every figure on every frame.
 ``--config`` takes another configuration (one whose thresholds make every account breach shows
-the cost of real evaluations). ``--jobs 2`` and up screen in that many processes
+the cost of real evaluations). ``--jobs 2`` and up evaluate ahead in that many processes
 (``monitorx.replay_pool``), as ``monitorx backtest --jobs`` does.
 """
 
 from __future__ import annotations
 
 import argparse
-import cProfile
 import io
 import json
 import multiprocessing as mp
-import pstats
 import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from engine.plan import Plan, load_plan
 from monitorx.backtest import replay_items, write_alerts
-from monitorx.replay import Options, Replay, Stats, decode, read_recording
+from monitorx.replay import Options
 from simulator.frames import FrameGenerator, preset
 
 DAY_FRAMES = 432_000
@@ -82,26 +78,6 @@ def timed_run(plan: Plan, recording: Path, options: Options, jobs: int) -> dict[
     }
 
 
-def parse_floor(recording: Path, loads: Callable[[str], Any] = json.loads) -> dict[str, object]:
-    """Reading the lines and parsing each frame's JSON, nothing else: the floor of any replay."""
-    started = time.perf_counter()
-    stats = Stats()
-    frames = sum(1 for _, text in read_recording(recording, stats) if loads(text))
-    seconds = time.perf_counter() - started
-    name = "json.loads" if loads is json.loads else "replay.decode"
-    return {"floor": f"read + {name} only", "frames": frames, "seconds": round(seconds, 2)}
-
-
-def profile(plan: Plan, recording: Path, options: Options, top: int) -> None:
-    profiler = cProfile.Profile()
-    profiler.enable()
-    replay = Replay(plan, options)
-    for _ in replay.run(read_recording(recording, replay.stats)):
-        pass
-    profiler.disable()
-    pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(top)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="backtest_bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -118,9 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", type=Path, default=LEGACY)
     parser.add_argument("--jobs", default="1,2", help="comma-separated process counts to time")
-    parser.add_argument("--floor", action="store_true", help="also time reading and JSON parsing alone")
-    parser.add_argument("--profile", action="store_true", help="cProfile one single-process run instead")
-    parser.add_argument("--top", type=int, default=25)
     return parser
 
 
@@ -132,12 +105,6 @@ def main(argv: list[str] | None = None) -> int:
         generate(recording, args.frames, args.accounts, args.hz, args.repeat, args.strings)
     plan = load_plan(args.config)
     options = Options()
-    if args.profile:
-        profile(plan, recording, options, args.top)
-        return 0
-    if args.floor:
-        print(json.dumps(parse_floor(recording)), flush=True)
-        print(json.dumps(parse_floor(recording, decode)), flush=True)
     for jobs in (int(j) for j in args.jobs.split(",")):
         print(json.dumps(timed_run(plan, recording, options, jobs)), flush=True)
     return 0

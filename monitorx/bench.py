@@ -28,10 +28,10 @@ import argparse
 import json
 import logging
 import statistics
-import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,11 +39,15 @@ from typing import Any
 
 import psutil
 import redis
+import yaml
 
 from engine.jobs import NOOP, make_queue
 from engine.plan import Plan, load_plan
 from ingestor.frames import SequenceClock, parse_frame
+from monitorx.backtest_bench import LEGACY
+from monitorx.configcmd import to_yaml
 from monitorx.procs import Supervisor, free_port, start_redis
+from shared.config import load
 from shared.keys import (
     COUNTER_ALERTS,
     COUNTER_COALESCED,
@@ -56,6 +60,9 @@ from shared.lifecycle import setup_logging
 from simulator.frames import FrameGenerator, preset
 
 log = logging.getLogger(__name__)
+
+COUNTERS = Keys().counters
+"""The counters hash, under the default prefix the bench's children use."""
 
 BENCH_CONFIG = """
 version: 1
@@ -103,27 +110,19 @@ BASELINE_PASSES = 3
 
 
 def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-class RssSampler:
-    """Peak total resident memory of the supervised children."""
-
-    def __init__(self, sup: Supervisor) -> None:
-        self.sup = sup
-        self.peak = 0.0
-
-    def sample(self) -> None:
-        total = 0
-        for child in self.sup.children:
-            try:
-                total += psutil.Process(child.proc.pid).memory_info().rss
-            except psutil.Error:
-                continue
-        self.peak = max(self.peak, total / 2**20)
+def _rss_mb(sup: Supervisor) -> float:
+    """Total resident memory of the supervised children, in MiB."""
+    total = 0
+    for child in sup.children:
+        try:
+            total += psutil.Process(child.proc.pid).memory_info().rss
+        except psutil.Error:
+            continue
+    return total / 2**20
 
 
 def bare_rq(url: str, workers: int, kind: str, jobs: int) -> float:
@@ -168,81 +167,74 @@ def _job_delays(r: redis.Redis) -> list[float]:
 
 
 def _frame_to_alert(path: Path) -> list[float]:
-    out = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            rec = json.loads(line)
-            out.append((rec["delivered_at"] - rec["observed_at"]) * 1000)
-    return out
+    """Milliseconds from observation to delivery of every alert in the JSONL file."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [(rec["delivered_at"] - rec["observed_at"]) * 1000 for rec in map(json.loads, lines)]
 
 
-def pipeline(
-    url: str, tmp: Path, workers: int, kind: str, seconds: float, hz: float, legacy: Path
-) -> dict[str, Any]:
+def pipeline(url: str, tmp: Path, args: argparse.Namespace, hz: float, noop: float) -> dict[str, Any]:
+    """The saturated pipeline's figures, against ``noop`` (bare RQ's no-op jobs per second)."""
     config = tmp / "bench.yaml"
-    config.write_text(_bench_yaml(legacy))
-    jsonl = tmp / "alerts.jsonl"
-    sup = Supervisor()
-    sampler = RssSampler(sup)
+    config.write_text(_bench_yaml(args.legacy))
     r = redis.Redis.from_url(url, decode_responses=True)
-    keys = Keys()
-    try:
-        feed = ["--scenario", "bench", "--hz", str(hz), "--accounts", "13"]
-        env = {"MONITORX_CONFIG": str(config), "MONITORX_RESULT_TTL": "600"}
-        start_pipeline(sup, url, jsonl, workers, kind, feed, env)
-        _wait_for_counter(r, keys, sup, COUNTER_EVALS, 50, 30)
-        evals0, t0 = int(r.hget(keys.counters, COUNTER_EVALS) or 0), time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            sampler.sample()
+    feed = ["--scenario", "bench", "--hz", str(hz), "--accounts", "13"]
+    env = {"MONITORX_CONFIG": str(config), "MONITORX_RESULT_TTL": "600"}
+    peak_rss = 0.0
+    with running_pipeline(url, tmp, args, feed, env) as sup:
+        _wait_for_counter(r, sup, COUNTER_EVALS, 50, 30)
+        evals0, t0 = int(r.hget(COUNTERS, COUNTER_EVALS) or 0), time.perf_counter()
+        while time.perf_counter() - t0 < args.seconds:
+            peak_rss = max(peak_rss, _rss_mb(sup))
             time.sleep(0.25)
-        evals1, t1 = int(r.hget(keys.counters, COUNTER_EVALS) or 0), time.perf_counter()
-    finally:
-        sup.stop_all()
-    counters = r.hgetall(keys.counters)
+        evals1, t1 = int(r.hget(COUNTERS, COUNTER_EVALS) or 0), time.perf_counter()
+    counters = r.hgetall(COUNTERS)
+    evals_per_s = (evals1 - evals0) / (t1 - t0)
+    f2a, e2s = _frame_to_alert(tmp / "alerts.jsonl"), _job_delays(redis.Redis.from_url(url))
     return {
-        "evals_per_s": (evals1 - evals0) / (t1 - t0),
-        "frame_to_alert_ms": _frame_to_alert(jsonl),
-        "enqueue_to_start_ms": _job_delays(redis.Redis.from_url(url)),
+        "workers": args.workers,
+        "worker_class": args.kind,
+        "evals_per_s": round(evals_per_s, 1),
+        "rq_noop_jobs_per_s": round(noop, 1),
+        "ratio": round(evals_per_s / noop, 3),
+        "frame_to_alert_p50_ms": round(statistics.median(f2a), 1) if f2a else None,
+        "frame_to_alert_p99_ms": round(_pct(f2a, 0.99), 1) if f2a else None,
+        "enqueue_to_start_p99_ms": round(_pct(e2s, 0.99), 1) if e2s else None,
         "coalesced": int(counters.get(COUNTER_COALESCED, 0)),
-        "frames": int(counters.get("frames", 0)),
-        "peak_rss_mb": sampler.peak,
+        "frames": int(counters.get(COUNTER_FRAMES, 0)),
+        "peak_rss_mb": round(peak_rss, 1),
     }
 
 
-def start_pipeline(
-    sup: Supervisor,
-    url: str,
-    jsonl: Path,
-    workers: int,
-    kind: str,
-    feed: Sequence[str],
-    env: dict[str, str],
-) -> None:
-    """Alerter (JSONL sink), ``workers`` workers of class ``kind``, dispatcher, simulator (``feed``:
-    its scenario options) and ingestor under ``sup``, in that order, with ``env`` added."""
+@contextmanager
+def running_pipeline(
+    url: str, tmp: Path, args: argparse.Namespace, feed: Sequence[str], env: dict[str, str]
+) -> Iterator[Supervisor]:
+    """Alerter (JSONL sink ``tmp/alerts.jsonl``), ``args.workers`` workers of class ``args.kind``,
+    dispatcher, simulator (``feed``: its scenario options) and ingestor, in that order, with ``env``
+    added; all stopped, newest first, on the way out."""
     sim_port = free_port()
     env = {
         "MONITORX_REDIS_URL": url,
         "MONITORX_GALIO_URI": f"ws://127.0.0.1:{sim_port}",
-        "MONITORX_ALERTS_JSONL": str(jsonl),
+        "MONITORX_ALERTS_JSONL": str(tmp / "alerts.jsonl"),
         "MONITORX_LOG_LEVEL": "WARNING",
-        "MONITORX_WORKER_CLASS": kind,
+        "MONITORX_WORKER_CLASS": args.kind,
         **env,
     }
-    sup.python("alerter", "alerter", [], env=env)
-    for n in range(workers):
-        sup.python(f"worker-{n}", "workers", ["--name", f"bench-{n}"], env=env)
-    sup.python("dispatcher", "dispatcher", [], env=env)
-    sup.python("simulator", "simulator", ["--port", str(sim_port), *feed], env=env)
-    sup.python("ingestor", "ingestor", [], env=env)
+    sup = Supervisor()
+    try:
+        sup.python("alerter", "alerter", [], env=env)
+        for n in range(args.workers):
+            sup.python(f"worker-{n}", "workers", ["--name", f"bench-{n}"], env=env)
+        sup.python("dispatcher", "dispatcher", [], env=env)
+        sup.python("simulator", "simulator", ["--port", str(sim_port), *feed], env=env)
+        sup.python("ingestor", "ingestor", [], env=env)
+        yield sup
+    finally:
+        sup.stop_all()
 
 
 def _bench_yaml(legacy: Path) -> str:
-    import yaml
-
-    from monitorx.configcmd import to_yaml
-    from shared.config import load
-
     doc = yaml.safe_load(to_yaml(load(legacy)))
     doc["checks"].update(yaml.safe_load(BENCH_CONFIG)["checks"])
     return yaml.safe_dump(doc, sort_keys=False)
@@ -264,9 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"simulator frames per second (default: {SATURATING_HZ:g} saturating, enough to keep the "
         f"workers saturated; {QUIET_HZ:g} quiet-desk)",
     )
-    parser.add_argument(
-        "--legacy", type=Path, default=Path(__file__).resolve().parents[2] / "shared/legacy/features.json"
-    )
+    parser.add_argument("--legacy", type=Path, default=LEGACY)
     quiet = parser.add_argument_group("quiet-desk")
     quiet.add_argument("--accounts", type=int, default=QUIET_ACCOUNTS, help="Binance accounts")
     quiet.add_argument("--frames", type=int, default=QUIET_FRAMES, help="frames measured")
@@ -279,7 +269,6 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("INFO")
     result = quiet_desk(args) if args.scenario == "quiet-desk" else saturating(args)
     print(json.dumps(result), flush=True)
-    sys.stdout.flush()
     return 0
 
 
@@ -294,23 +283,9 @@ def saturating(args: argparse.Namespace) -> dict[str, Any]:
             noop = bare_rq(url, args.workers, args.kind, args.jobs)
             log.info("bare RQ: %.0f no-op jobs/s", noop)
             redis.Redis.from_url(url).flushall()
-            run = pipeline(url, tmp, args.workers, args.kind, args.seconds, hz, args.legacy)
+            return pipeline(url, tmp, args, hz, noop)
         finally:
             sup.stop_all()
-    f2a, e2s = run["frame_to_alert_ms"], run["enqueue_to_start_ms"]
-    return {
-        "workers": args.workers,
-        "worker_class": args.kind,
-        "evals_per_s": round(run["evals_per_s"], 1),
-        "rq_noop_jobs_per_s": round(noop, 1),
-        "ratio": round(run["evals_per_s"] / noop, 3),
-        "frame_to_alert_p50_ms": round(statistics.median(f2a), 1) if f2a else None,
-        "frame_to_alert_p99_ms": round(_pct(f2a, 0.99), 1) if f2a else None,
-        "enqueue_to_start_p99_ms": round(_pct(e2s, 0.99), 1) if e2s else None,
-        "coalesced": run["coalesced"],
-        "frames": run["frames"],
-        "peak_rss_mb": round(run["peak_rss_mb"], 1),
-    }
 
 
 # the quiet desk
@@ -353,30 +328,21 @@ def quiet_pipeline(
 ) -> tuple[Reading, Reading]:
     """Readings at the start and the end of the measured window: it opens once the ingestor has
     counted ``args.warmup`` frames and closes ``args.frames`` frames later."""
-    sup = Supervisor()
     r = redis.Redis.from_url(url, decode_responses=True)
-    keys = Keys()
-    try:
-        feed = [*QUIET_FEED, "--hz", str(hz), "--accounts", str(args.accounts)]
-        env = {"MONITORX_CONFIG": str(config)}
-        start_pipeline(sup, url, tmp / "alerts.jsonl", args.workers, args.kind, feed, env)
-        _wait_for_counter(r, keys, sup, COUNTER_FRAMES, args.warmup, 60 + args.warmup / hz)
-        before = _read(sup, redis_pid, r, keys)
+    feed = [*QUIET_FEED, "--hz", str(hz), "--accounts", str(args.accounts)]
+    with running_pipeline(url, tmp, args, feed, {"MONITORX_CONFIG": str(config)}) as sup:
+        _wait_for_counter(r, sup, COUNTER_FRAMES, args.warmup, 60 + args.warmup / hz)
+        before = _read(sup, redis_pid, r)
         end = before.counter(COUNTER_FRAMES) + args.frames
-        _wait_for_counter(r, keys, sup, COUNTER_FRAMES, end, 30 + 2 * args.frames / hz)
-        after = _read(sup, redis_pid, r, keys)
-    finally:
-        sup.stop_all()
-    return before, after
+        _wait_for_counter(r, sup, COUNTER_FRAMES, end, 30 + 2 * args.frames / hz)
+        return before, _read(sup, redis_pid, r)
 
 
-def _wait_for_counter(
-    r: redis.Redis, keys: Keys, sup: Supervisor, counter: str, count: int, timeout: float
-) -> None:
+def _wait_for_counter(r: redis.Redis, sup: Supervisor, counter: str, count: int, timeout: float) -> None:
     """Until the counters hash holds ``count`` of ``counter``; raises if a child exits or time
     runs out."""
     deadline = time.monotonic() + timeout
-    while int(r.hget(keys.counters, counter) or 0) < count:
+    while int(r.hget(COUNTERS, counter) or 0) < count:
         if exited := sup.exited():
             raise RuntimeError(f"{', '.join(c.name for c in exited)} exited: see the logs above")
         if time.monotonic() > deadline:
@@ -391,13 +357,13 @@ def _cpu_seconds(pid: int) -> float:
     return times.user + times.system + times.children_user + times.children_system
 
 
-def _read(sup: Supervisor, redis_pid: int, r: redis.Redis, keys: Keys) -> Reading:
+def _read(sup: Supervisor, redis_pid: int, r: redis.Redis) -> Reading:
     cpu = dict.fromkeys(MONITORX_ROLES, 0.0)
     for child in sup.children:
         role = "workers" if child.name.startswith("worker-") else child.name
         if role in cpu:
             cpu[role] += _cpu_seconds(child.proc.pid)
-    counters: dict[str, str] = r.hgetall(keys.counters)  # type: ignore[assignment]
+    counters: dict[str, str] = r.hgetall(COUNTERS)  # type: ignore[assignment]
     return Reading(cpu, _cpu_seconds(redis_pid), {name: int(n) for name, n in counters.items()})
 
 

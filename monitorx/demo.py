@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -42,23 +41,10 @@ def _env(redis_url: str, sim_port: int, tmp: Path, args: argparse.Namespace) -> 
 
 
 def _start(sup: Supervisor, env: dict[str, str], sim_port: int, args: argparse.Namespace) -> None:
-    sup.python(
-        "simulator",
-        "simulator",
-        [
-            "--port",
-            str(sim_port),
-            "--scenario",
-            "demo",
-            "--hz",
-            str(args.hz),
-            "--username",
-            DEMO_USER,
-            "--password",
-            DEMO_PASSWORD,
-        ],
-        env=env,
-    )
+    """The simulator (its credentials from ``env``, as the ingestor's), alerter, workers, dispatcher
+    and ingestor, in that order."""
+    sim_args = ["--port", str(sim_port), "--scenario", "demo", "--hz", str(args.hz)]
+    sup.python("simulator", "simulator", sim_args, env=env)
     sup.python("alerter", "alerter", [], env=env)
     for n in range(args.workers):
         sup.python(f"worker-{n + 1}", "workers", ["--name", f"demo-worker-{n + 1}"], env=env)
@@ -67,12 +53,8 @@ def _start(sup: Supervisor, env: dict[str, str], sim_port: int, args: argparse.N
 
 
 def _summary(path: Path) -> str:
-    if not path.exists():
-        return "no alert was delivered"
-    counts: Counter[str] = Counter()
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
-        counts[f"{record['check']} {record['state']}"] += 1
+    lines = path.read_text().splitlines() if path.exists() else []
+    counts = Counter(f"{record['check']} {record['state']}" for record in map(json.loads, lines))
     return ", ".join(f"{n} x {what}" for what, n in sorted(counts.items())) or "no alert was delivered"
 
 
@@ -80,8 +62,7 @@ def _watch(sup: Supervisor, stopper: Stopper, seconds: float | None) -> int:
     waited = 0.0
     while not stopper.wait(0.5):
         waited += 0.5
-        dead = sup.exited()
-        if dead:
+        if dead := sup.exited():
             log.error(
                 "%s exited unexpectedly (code %s): stopping the demo", dead[0].name, dead[0].proc.returncode
             )
@@ -126,5 +107,4 @@ def main(argv: list[str] | None = None) -> int:
             f"delivered: {_summary(Path(env['MONITORX_ALERTS_JSONL']))}",
             flush=True,
         )
-    sys.stdout.flush()
     return code

@@ -99,8 +99,8 @@ class Supervisor:
         log.debug("started %s (pid %d)", name, proc.pid)
         return child
 
-    def python(self, name: str, module: str, args: Sequence[str] = (), **kw: object) -> Child:
-        return self.start(name, [sys.executable, "-m", module, *args], **kw)  # type: ignore[arg-type]
+    def python(self, name: str, module: str, args: Sequence[str], env: Mapping[str, str]) -> Child:
+        return self.start(name, [sys.executable, "-m", module, *args], env)
 
     def exited(self) -> list[Child]:
         return [c for c in self.children if not c.alive]
@@ -123,12 +123,12 @@ class Supervisor:
         return codes
 
 
-def start_redis(sup: Supervisor, workdir: Path, port: int | None = None) -> str:
+def start_redis(sup: Supervisor, workdir: Path) -> str:
     """A private redis-server (no persistence, loopback only) under ``sup``; returns its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (make install installs it)")
-    port = port or free_port()
+    port = free_port()
     sup.start(
         "redis",
         [

@@ -202,11 +202,6 @@ QUARANTINED = -1
 UNSCREENED = None
 """No mask: every route of the account is evaluated by the engine."""
 
-Shape = tuple[tuple[int, str], ...]
-"""``(rank, account)`` of each account of a frame some instance covers."""
-SHAPES_LIMIT = 1024
-"""Distinct shapes a screener keeps before it starts again."""
-
 
 class Scan(NamedTuple):
     """One frame for the ordered phase: its time, where to read it again, and what screening found."""
@@ -217,10 +212,10 @@ class Scan(NamedTuple):
     size: int
     """Accounts in the frame's ``pos`` (they all take a snapshot sequence number); -1 when the
     frame is malformed."""
-    shape: Shape
-    masks: Sequence[int | None]
-    """One per account of ``shape``: bit ``i`` set when route ``i``'s evaluation found a breach or
-    raised; QUARANTINED when the account's value is not an object; UNSCREENED (None)."""
+    accounts: Sequence[tuple[int, str, int | None]]
+    """``(rank, account, mask)`` of each account of the frame some instance covers: bit ``i`` of
+    the mask set when route ``i``'s evaluation found a breach or raised; QUARANTINED when the
+    account's value is not an object; UNSCREENED (None)."""
 
 
 class Screener:
@@ -236,7 +231,6 @@ class Screener:
         self.stats = stats if stats is not None else Stats()
         self.evaluate = evaluate
         self._covered: dict[str, bool] = {}
-        self._shapes: dict[Shape, Shape] = {}
         self._normalize = Normalizer(trusted=True)
 
     def scan(self, records: Iterable[tuple[int, float, str]]) -> Iterator[tuple[Scan, dict[str, Any] | None]]:
@@ -249,17 +243,13 @@ class Screener:
             pos, _ = load_pos(text)
             if pos is None:
                 self.stats.malformed_frames += 1
-                yield Scan(t, offset, -1, (), ()), None
+                yield Scan(t, offset, -1, ()), None
                 continue
             yield self._scan(t, offset, pos), pos
 
     def _scan(self, t: float, offset: int, pos: dict[str, Any]) -> Scan:
-        places = [(rank, account) for rank, account in enumerate(pos) if self._covers(account)]
-        masks = [self._mask(account, pos[account], t) for _, account in places]
-        shape = tuple(places)
-        if len(self._shapes) >= SHAPES_LIMIT:
-            self._shapes.clear()
-        return Scan(t, offset, len(pos), self._shapes.setdefault(shape, shape), masks)
+        covered = [(rank, account) for rank, account in enumerate(pos) if self._covers(account)]
+        return Scan(t, offset, len(pos), [(n, a, self._mask(a, pos[a], t)) for n, a in covered])
 
     def _covers(self, account: str) -> bool:
         """False when no instance covers the account (such accounts are parsed live, never used)."""
@@ -363,7 +353,7 @@ class Replay:
         if scan.size < 0:
             return
         base, self._seq = self._seq, self._seq + scan.size
-        for (rank, account), mask in zip(scan.shape, scan.masks, strict=True):
+        for rank, account, mask in scan.accounts:
             if mask == QUARANTINED:
                 self.stats.quarantined += 1
                 continue
@@ -413,10 +403,7 @@ class Replay:
         """Run every tick before ``t`` (or at ``t`` too): frames at a tick's time come first."""
         if self._t0 is None:
             return
-        while True:
-            now = self._t0 + self.stats.ticks * self.options.tick
-            if now > t or (now == t and not inclusive):
-                return
+        while (now := self._t0 + self.stats.ticks * self.options.tick) < t or (inclusive and now == t):
             self.stats.ticks += 1
             self._tick(now)
 

@@ -32,7 +32,6 @@ from monitorx.replay import (
     Replay,
     Scan,
     Screener,
-    Shape,
     Stats,
     decode,
     frame_at,
@@ -85,43 +84,31 @@ def screen_main(
     try:
         plan = build(Config.model_validate_json(config), Registry.discover())
         for span in spans:
-            screener, ids = Screener(plan, options, evaluate=True), dict[Shape, int]()
+            screener = Screener(plan, options, evaluate=True)
             batch: list[Scan] = []
             for scan, _ in screener.scan(records_at(recording, screener.stats, *span)):
                 batch.append(scan)
                 if len(batch) >= BATCH:
-                    out.put(("scans", encode(batch, ids)))
+                    out.put(("scans", encode(batch)))
                     batch = []
-            out.put(("scans", encode(batch, ids)))
+            out.put(("scans", encode(batch)))
             out.put(("done", asdict(screener.stats)))
     except Exception:  # noqa: BLE001 - reported to the parent, which fails the run
         out.put(("error", traceback.format_exc()))
 
 
-def encode(scans: list[Scan], ids: dict[Shape, int]) -> bytes:
-    """A batch of scans as JSON: ``{"shapes": [[id, shape], ...], "rows": [[t, offset, size,
-    shape id, masks], ...]}``; each shape is sent once per stretch (``ids`` holds those sent)."""
-    shapes, rows = [], []
-    for scan in scans:
-        shape_id = ids.get(scan.shape)
-        if shape_id is None:
-            shape_id = ids[scan.shape] = len(ids)
-            shapes.append((shape_id, scan.shape))
-        rows.append((scan.t, scan.offset, scan.size, shape_id, scan.masks))
-    batch = {"shapes": shapes, "rows": rows}
+def encode(scans: list[Scan]) -> bytes:
+    """A batch of scans as JSON: one ``[t, offset, size, [[rank, account, mask], ...]]`` each."""
     try:
-        return orjson.dumps(batch)
+        return orjson.dumps(scans)
     except orjson.JSONEncodeError:  # a lone surrogate in an account name: json escapes it
-        return json.dumps(batch).encode()
+        return json.dumps(scans).encode()
 
 
-def decode_scans(data: bytes, shapes: dict[int, Shape]) -> Iterator[Scan]:
-    """The scans of one :func:`encode` batch; ``shapes`` collects the stretch's shapes."""
-    batch = decode(data)
-    for shape_id, shape in batch["shapes"]:
-        shapes[shape_id] = tuple((rank, account) for rank, account in shape)
-    for t, offset, size, shape_id, masks in batch["rows"]:
-        yield Scan(t, offset, size, shapes[shape_id], masks)
+def decode_scans(data: bytes) -> Iterator[Scan]:
+    """The scans of one :func:`encode` batch."""
+    for t, offset, size, accounts in decode(data):
+        yield Scan(t, offset, size, [(rank, account, mask) for rank, account, mask in accounts])
 
 
 class Frames:
@@ -195,9 +182,8 @@ class ReplayPool:
 
     def _scans(self, stretch: int) -> Iterator[Scan]:
         """The scans of one stretch, from the process it was dealt to (stretch mod jobs)."""
-        shapes: dict[int, Shape] = {}
         for batch in self._messages(stretch):
-            yield from decode_scans(batch, shapes)
+            yield from decode_scans(batch)
             if self._progress is not None:
                 self._progress(self.replay.offset)
 

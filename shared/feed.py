@@ -95,11 +95,9 @@ class KeyLayout:
 
     def derived(self, fn: Callable[[tuple[str, ...]], T]) -> T:
         """``fn(keys)``, computed once per layout."""
-        try:
-            return cast(T, self._derived[fn])
-        except KeyError:
-            value = self._derived[fn] = fn(self.keys)
-            return value
+        if fn not in self._derived:
+            self._derived[fn] = fn(self.keys)
+        return cast(T, self._derived[fn])
 
 
 class Layouts:

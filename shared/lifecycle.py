@@ -58,13 +58,10 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level.upper())
 
 
-class Stopper:
+class Stopper(threading.Event):
     """A stop flag set by SIGTERM/SIGINT: loops run ``while not stopper.is_set(): step()``.
 
     The current step always finishes; a second signal is not special (the step is short)."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
 
     def install(self) -> Stopper:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -75,13 +72,4 @@ class Stopper:
         logging.getLogger(__name__).info(
             "received %s, finishing the current step", signal.Signals(signum).name
         )
-        self._event.set()
-
-    def set(self) -> None:
-        self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def wait(self, seconds: float) -> bool:
-        return self._event.wait(seconds)
+        self.set()

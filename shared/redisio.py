@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import redis
@@ -14,6 +13,7 @@ from redis.retry import Retry
 
 from shared.backoff import BackoffPolicy, backoff_delay
 from shared.keys import Keys
+from shared.lifecycle import Stopper
 from shared.models import Snapshot
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ rq raises it further for its own blocking dequeue)."""
 
 def connect(url: str, *, decode: bool = True) -> redis.Redis:
     """A client for ``url`` with bounded, backed-off retries and health checks."""
-    client: redis.Redis = redis.Redis.from_url(
+    return redis.Redis.from_url(
         url,
         decode_responses=decode,
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), REDIS_RETRIES),
@@ -39,7 +39,6 @@ def connect(url: str, *, decode: bool = True) -> redis.Redis:
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=SOCKET_TIMEOUT,
     )
-    return client
 
 
 REDIS_BACKOFF = BackoffPolicy(minimum=0.05, maximum=1.0)
@@ -53,38 +52,25 @@ class Outage:
     and one when it is back (never one per attempt), and the capped, jittered delay between
     attempts (:data:`REDIS_BACKOFF`)."""
 
-    def __init__(
-        self,
-        what: str,
-        policy: BackoffPolicy = REDIS_BACKOFF,
-        rand: Callable[[], float] = random.random,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, what: str) -> None:
         self.what = what
-        self.policy = policy
         self.failures = 0
-        self._rand = rand
-        self._clock = clock
         self._since = 0.0
-
-    @property
-    def down(self) -> bool:
-        return self.failures > 0
 
     def failed(self, exc: BaseException) -> float:
         """Record a failed attempt; the seconds to wait before the next one."""
         self.failures += 1
         if self.failures == 1:
-            self._since = self._clock()
+            self._since = time.monotonic()
             log.error("%s: Redis unavailable, retrying until it is back: %s", self.what, exc)
-        return backoff_delay(self.policy, self.failures, self._rand)
+        return backoff_delay(REDIS_BACKOFF, self.failures)
 
     def succeeded(self) -> None:
         """Record a successful attempt (logs the recovery once)."""
         if self.failures:
             log.warning(
                 "%s: Redis available again after %.1f s (%d failed attempts)",
-                *(self.what, self._clock() - self._since, self.failures),
+                *(self.what, time.monotonic() - self._since, self.failures),
             )
             self.failures = 0
 
@@ -98,13 +84,7 @@ class Service(Protocol):
     def step(self) -> object: ...
 
 
-class Stopping(Protocol):
-    def is_set(self) -> bool: ...
-
-    def wait(self, seconds: float) -> bool: ...
-
-
-def ride_out(service: Service, stopper: Stopping, outage: Outage) -> None:
+def ride_out(service: Service, stopper: Stopper, outage: Outage) -> None:
     """``while not stopping: step()``, riding out Redis outages of any length: after a Redis error
     (connection refused or lost, timeout, a group missing because Redis came back empty) it waits
     :meth:`Outage.failed`'s delay, then calls ``start()`` again before the next step, so consumer
@@ -176,12 +156,6 @@ class Publisher:
         return [str(x) for x in pipe.execute()]
 
 
-def latest(r: redis.Redis, keys: Keys, account: str) -> Snapshot | None:
-    """The newest snapshot of an account, or None."""
-    data = r.hget(keys.latest(account), "snapshot")
-    return None if data is None else Snapshot.model_validate_json(data)
-
-
 def _id_tuple(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
@@ -193,18 +167,13 @@ def safe_trim(r: redis.Redis, stream: str, maxlen: int) -> int:
     number of entries removed."""
     if int(r.xlen(stream)) <= maxlen:
         return 0
-    floor: tuple[int, int] | None = None
     groups: Any = r.xinfo_groups(stream)
-    for group in groups:
-        bound = _group_floor(r, stream, group)
-        floor = bound if floor is None or bound < floor else floor
+    floors = [_group_floor(r, stream, group) for group in groups]
     tail: Any = r.xrevrange(stream, count=maxlen + 1)  # ends at the newest entry we may drop
     if len(tail) <= maxlen:
         return 0
     ms, seq = _id_tuple(tail[-1][0])
-    limit = (ms, seq + 1)
-    if floor is not None and floor < limit:
-        limit = floor
+    limit = min([(ms, seq + 1), *floors])
     removed: Any = r.xtrim(stream, minid=f"{limit[0]}-{limit[1]}", approximate=False)
     return int(removed)
 

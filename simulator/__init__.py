@@ -4,17 +4,3 @@
 :mod:`simulator.server` streams them (or replays a recording) over a real WebSocket, and
 :mod:`simulator.cli` runs it as ``python -m simulator``.
 """
-
-from simulator.frames import PRESETS, FrameGenerator, Scenario, frame_at, preset
-from simulator.server import ReplayOptions, SimulatorConfig, SimulatorServer
-
-__all__ = [
-    "PRESETS",
-    "FrameGenerator",
-    "ReplayOptions",
-    "Scenario",
-    "SimulatorConfig",
-    "SimulatorServer",
-    "frame_at",
-    "preset",
-]

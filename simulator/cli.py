@@ -15,25 +15,13 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 
 from simulator.frames import PRESETS, Scenario, preset
 from simulator.server import ReplayOptions, SimulatorConfig, SimulatorServer
 
 logger = logging.getLogger(__name__)
-
-SCENARIO_OVERRIDES: tuple[str, ...] = (
-    "accounts",
-    "okx",
-    "seed",
-    "low_at",
-    "low_account",
-    "pause_at",
-    "pause_for",
-    "delta_at",
-    "delta_account",
-)
-"""Scenario fields the command line can override (only when the option is given)."""
 
 
 def _optional_time(text: str) -> float | None:
@@ -52,12 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_server_options(parser: argparse.ArgumentParser) -> None:
-    env = os.environ
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0 binds a free port")
-    user_help, password_help = "default: env MONITORX_GALIO_USERNAME", "default: env MONITORX_GALIO_PASSWORD"
-    parser.add_argument("--username", default=env.get("MONITORX_GALIO_USERNAME") or None, help=user_help)
-    parser.add_argument("--password", default=env.get("MONITORX_GALIO_PASSWORD") or None, help=password_help)
+    for name in ("username", "password"):
+        var = f"MONITORX_GALIO_{name.upper()}"
+        parser.add_argument(f"--{name}", default=os.environ.get(var) or None, help=f"default: env {var}")
     parser.add_argument("--hz", type=float, default=2.0, help="frames per second; 0 = as fast as possible")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     parser.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
@@ -86,7 +73,9 @@ def _add_replay_options(parser: argparse.ArgumentParser) -> None:
 
 
 def scenario_from_args(args: argparse.Namespace) -> Scenario:
-    overrides = {name: getattr(args, name) for name in SCENARIO_OVERRIDES if hasattr(args, name)}
+    """The ``--scenario`` preset with the Scenario fields given on the command line overriding it
+    (the scenario options default to absent, so a field not given keeps the preset's value)."""
+    overrides = {f.name: getattr(args, f.name) for f in fields(Scenario) if hasattr(args, f.name)}
     return preset(args.scenario, **overrides)
 
 
@@ -107,8 +96,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the simulator; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -27,7 +27,7 @@ import json
 import math
 import random
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -35,6 +35,7 @@ from typing import Any
 Value = float | int | str
 AccountObject = dict[str, Value]
 Frame = dict[str, dict[str, AccountObject]]
+Emit = Callable[[str, float, int], Value]
 
 OKX_ACCOUNT = "OKX-AAZ-TRADING"
 OKX_CONTRACT_SIZES: Mapping[str, Mapping[str, float]] = MappingProxyType(
@@ -50,7 +51,6 @@ LEVERAGE = 20.0
 
 TAU = 2 * math.pi
 
-PRESETS: tuple[str, ...] = ("demo", "steady", "bench", "quiet")
 _PRESET_FIELDS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
     {
         "demo": MappingProxyType({"low_at": 3.0, "pause_at": 8.0, "pause_for": 20.0}),
@@ -59,6 +59,7 @@ _PRESET_FIELDS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
         "quiet": MappingProxyType({"accounts": 12, "okx": False, "still_wallets": True}),
     }
 )
+PRESETS: tuple[str, ...] = tuple(_PRESET_FIELDS)
 
 ASSET_TOTALS: tuple[tuple[str, str], ...] = (
     ("totalWalletBalance", "walletBalance"),
@@ -86,7 +87,6 @@ class Scenario:
     """Accounts and scripted incidents. Times are seconds since the simulator started; an
     incident whose time is None does not happen. Accounts are numbered from 1."""
 
-    name: str = "steady"
     accounts: int = 3
     """Number of Binance USD-M accounts, ``BINANCE-AAZ01-UM`` onwards."""
     okx: bool = True
@@ -122,11 +122,6 @@ class Scenario:
             if at is not None and not 1 <= index <= self.accounts:
                 raise ValueError(f"{label} {index} is not one of the {self.accounts} Binance accounts")
 
-    @property
-    def account_ids(self) -> tuple[str, ...]:
-        binance = tuple(binance_account(i) for i in range(1, self.accounts + 1))
-        return (*binance, OKX_ACCOUNT) if self.okx else binance
-
     def paused(self, t: float) -> bool:
         """True while the feed sends nothing."""
         return self.pause_at is not None and self.pause_at <= t < self.pause_at + self.pause_for
@@ -151,7 +146,7 @@ def preset(name: str, **overrides: Any) -> Scenario:
     still wallets; ``monitorx bench --scenario quiet-desk`` streams it at 5 Hz)."""
     if name not in _PRESET_FIELDS:
         raise ValueError(f"unknown scenario {name!r}; expected one of {', '.join(PRESETS)}")
-    return Scenario(**{"name": name, **_PRESET_FIELDS[name], **overrides})
+    return Scenario(**{**_PRESET_FIELDS[name], **overrides})
 
 
 @dataclass(frozen=True)
@@ -348,7 +343,7 @@ def _binance_object(profile: _Binance, scenario: Scenario, t: float) -> AccountO
         "BNB": _bnb_asset(balances.bnb),
     }
     fixed = f"{scenario.seed}:{profile.account}" if scenario.still_wallets else None
-    emit = _Emitter(rng, scenario.string_share, fixed)
+    emit = _emitter(rng, scenario.string_share, fixed)
     for asset, fields in assets.items():
         decimals = 8 if asset == "BNB" else 2
         obj.update(
@@ -428,7 +423,7 @@ def _totals(assets: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     return {total: sum(a[field] for a in stable) for total, field in ASSET_TOTALS}
 
 
-def _symbol_margins(legs: list[_Leg], emit: _Emitter) -> AccountObject:
+def _symbol_margins(legs: list[_Leg], emit: Emit) -> AccountObject:
     out: AccountObject = {}
     for leg in legs:
         for field, value in (
@@ -440,26 +435,20 @@ def _symbol_margins(legs: list[_Leg], emit: _Emitter) -> AccountObject:
     return out
 
 
-class _Emitter:
+def _emitter(rng: random.Random, string_share: float, fixed: str | None) -> Emit:
     """Rounds a figure and, for a seeded share of them, writes it as a numeric string: drawn per
     frame from ``rng``, or, given ``fixed`` (``seed:account``), once per key and for good (a
     hash of ``fixed`` and the key, no draw from ``rng``)."""
 
-    def __init__(self, rng: random.Random, string_share: float, fixed: str | None = None) -> None:
-        self._rng = rng
-        self._share = string_share
-        self._fixed = fixed
-
-    def __call__(self, key: str, value: float, decimals: int) -> Value:
+    def emit(key: str, value: float, decimals: int) -> Value:
         rounded = round(value, decimals) + 0.0
-        if self._as_string(key):
-            return f"{rounded:.{max(decimals, 8)}f}"
-        return rounded
+        if fixed is None:
+            as_string = rng.random() < string_share
+        else:
+            as_string = zlib.crc32(f"{fixed}:{key}".encode()) / 2**32 < string_share
+        return f"{rounded:.{max(decimals, 8)}f}" if as_string else rounded
 
-    def _as_string(self, key: str) -> bool:
-        if self._fixed is None:
-            return self._rng.random() < self._share
-        return zlib.crc32(f"{self._fixed}:{key}".encode()) / 2**32 < self._share
+    return emit
 
 
 def _okx_object(swaps: tuple[_Swap, ...], seed: int, t: float) -> AccountObject:

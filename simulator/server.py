@@ -127,8 +127,8 @@ def _interval(rate: float) -> float | None:
 class SimulatorServer:
     """A Galio-compatible feed on ``ws://host:port``. Use ``async with`` or start()/stop()."""
 
-    def __init__(self, config: SimulatorConfig | None = None) -> None:
-        self.config = config or SimulatorConfig()
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.config = config
         self._generator = FrameGenerator(self.config.scenario)
         self._server: Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -192,11 +192,6 @@ class SimulatorServer:
         """Stream frames (not broadcast() ones) that reached at least one client."""
         return self._frames_sent
 
-    @property
-    def finished(self) -> bool:
-        """True when the stream has ended (max_frames reached, replay done, or failed)."""
-        return self._task is not None and self._task.done()
-
     def elapsed(self) -> float:
         """Scenario time: seconds since start()."""
         return asyncio.get_running_loop().time() - self._started_at
@@ -210,11 +205,7 @@ class SimulatorServer:
     async def broadcast(self, message: str | bytes) -> int:
         """Send one frame (text for str, binary for bytes) to every authenticated client now;
         returns how many clients it reached."""
-        clients = tuple(self._clients)
-        if not clients:
-            return 0
-        reached = await asyncio.gather(*(_send(ws, message) for ws in clients))
-        return sum(reached)
+        return sum(await asyncio.gather(*(_send(ws, message) for ws in self._clients)))
 
     # connections
 
@@ -238,21 +229,13 @@ class SimulatorServer:
         try:
             async with asyncio.timeout(self.config.auth_timeout):
                 message = await ws.recv()
-        except (TimeoutError, ConnectionClosed):
-            return False
-        return self._credentials_match(message)
-
-    def _credentials_match(self, message: str | bytes) -> bool:
-        if not isinstance(message, str):
-            return False
-        try:
-            sent = json.loads(message)
-        except (json.JSONDecodeError, RecursionError):
-            return False
-        if not isinstance(sent, dict) or set(sent) != {"username", "password"}:
+            sent = json.loads(message) if isinstance(message, str) else None
+        except (TimeoutError, ConnectionClosed, json.JSONDecodeError, RecursionError):
             return False
         expected = {"username": self.config.username, "password": self.config.password}
-        return all(_same_text(sent[key], expected[key]) for key in ("username", "password"))
+        if not isinstance(sent, dict) or set(sent) != set(expected):
+            return False
+        return all(_same_text(sent[key], expected[key]) for key in expected)
 
     # the stream
 
@@ -309,18 +292,17 @@ class SimulatorServer:
     async def _stream_replay(self, replay: ReplayOptions) -> None:
         await self._has_clients.wait()
         while not self._done():
-            if await self._replay_once(replay) == 0:
+            if not await self._replay_once(replay):
                 logger.warning("recording %s holds no frame", replay.path)
                 return
             if not replay.loop:
                 return
 
-    async def _replay_once(self, replay: ReplayOptions) -> int:
-        """One pass over the recording; returns how many records it read."""
+    async def _replay_once(self, replay: ReplayOptions) -> bool:
+        """One pass over the recording; False when it holds no frame."""
         spacing = _interval(replay.speed)
         first: RecordedFrame | None = None
         origin = self.elapsed()
-        count = 0
         for record in read_recording(replay.path):
             if self._done():
                 break
@@ -330,8 +312,7 @@ class SimulatorServer:
             await self._sleep_until(origin + offset)
             await asyncio.sleep(0)
             await self._publish(record.frame)
-            count += 1
-        return count
+        return first is not None
 
 
 def _same_text(sent: object, expected: str | None) -> bool:

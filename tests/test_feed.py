@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from engine.checks import delta
-from ingestor.normalize import Normalizer, normalize_account, parse_values
+from ingestor.normalize import Normalizer, normalize_account
 from shared.feed import KeyLayout, Layouts, classify
-from shared.models import Position, Snapshot, parse_number
+from shared.models import Position, Snapshot, parse_number, parse_values
 from simulator.frames import FrameGenerator, preset
 
 # ---------------------------------------------------------------- the oracles (previous code)

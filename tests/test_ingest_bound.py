@@ -30,8 +30,9 @@ def test_a_frame_with_50000_accounts_publishes_every_account(
 ) -> None:
     ingestor = Ingestor(connect(redis_url), KEYS, stream_maxlen=200_000)
     with caplog.at_level(logging.WARNING):
-        result = ingestor.handle_frame(wide_frame(50_000, 5.0), 100.0)
-    assert result.published and len(result.parsed.snapshots) == 50_000
+        parsed = ingestor.accept(wide_frame(50_000, 5.0), 100.0)
+        published = ingestor.flush()
+    assert published and len(parsed.snapshots) == 50_000
     assert r.zcard(KEYS.seen) == 50_000
     assert r.xlen(KEYS.snapshots) == 50_000
     assert not [rec for rec in caplog.records if "Redis" in rec.getMessage()]  # Redis was healthy
@@ -42,7 +43,8 @@ def test_redis_away_keeps_the_newest_snapshot_of_every_account(tmp_path: Path) -
     url = f"redis://127.0.0.1:{port}/0"
     ingestor = Ingestor(connect(url), KEYS, stream_maxlen=100_000, max_pending=100)
     for value in (1.0, 2.0):  # 2 frames x 300 accounts while Redis is down
-        assert not ingestor.handle_frame(wide_frame(300, value), 100.0 + value).published
+        ingestor.accept(wide_frame(300, value), 100.0 + value)
+        assert not ingestor.flush()
     assert ingestor.pending == 300  # coalesced per account, no account dropped
     with redis_server(port, tmp_path):
         assert ingestor.flush()

@@ -42,7 +42,8 @@ from shared.keys import (
     QUARANTINE_EXCERPT,
     Keys,
 )
-from shared.redisio import connect, latest
+from shared.models import Snapshot
+from shared.redisio import connect
 from shared.settings import IngestSettings
 from tests.helpers import free_port, wait_until
 
@@ -50,6 +51,12 @@ KEYS = Keys()
 BINANCE = "BINANCE-AAZ01-UM"
 OKX = "OKX-AAZ-TRADING"
 PASSWORD = "s3cret-Pa55"
+
+
+def latest(r: redis_lib.Redis, keys: Keys, account: str) -> Snapshot | None:
+    """The newest snapshot of an account (``latest:{account}``), or None."""
+    data = r.hget(keys.latest(account), "snapshot")
+    return None if data is None else Snapshot.model_validate_json(cast(str, data))
 
 
 def entries(r: redis_lib.Redis, stream: str) -> list[tuple[str, dict[str, str]]]:
@@ -223,6 +230,12 @@ def ingestor(redis_url: str) -> Ingestor:
     return Ingestor(connect(redis_url), KEYS, stream_maxlen=1000)
 
 
+def ingest(ingestor: Ingestor, text: str, received_at: float) -> bool:
+    """Parse one frame, then write everything pending to Redis; True when all of it is written."""
+    ingestor.accept(text, received_at)
+    return ingestor.flush()
+
+
 def test_malformed_frames_are_quarantined_and_good_ones_still_published(
     ingestor: Ingestor, r: redis_lib.Redis
 ) -> None:
@@ -236,8 +249,8 @@ def test_malformed_frames_are_quarantined_and_good_ones_still_published(
         frame(**{OKX: 7, BINANCE: {"BTCUSDT": "junk", "ETHUSDT": None, "USDTwalletBalance": True}}),
         GOOD_2,
     ]
-    results = [ingestor.handle_frame(text, 1000.0 + i) for i, text in enumerate(frames)]
-    assert all(result.published for result in results)
+    published = [ingest(ingestor, text, 1000.0 + i) for i, text in enumerate(frames)]
+    assert all(published)
     quarantine = [fields for _, fields in entries(r, KEYS.quarantine)]
     assert len(quarantine) == 5
     assert quarantine[0]["excerpt"] == long_junk[:QUARANTINE_EXCERPT]
@@ -263,14 +276,14 @@ def test_hostile_values_never_raise(ingestor: Ingestor, r: redis_lib.Redis) -> N
         b"\xff\xfe".decode("utf-8", errors="replace"),
     ]
     for i, text in enumerate(nasty):
-        ingestor.handle_frame(text, 2000.0 + i)
+        ingest(ingestor, text, 2000.0 + i)
     assert r.hget(KEYS.counters, COUNTER_FRAMES) == str(len(nasty))
     assert int(r.xlen(KEYS.quarantine)) + int(r.xlen(KEYS.snapshots)) >= len(nasty)
 
 
 def test_older_snapshot_never_overwrites_newer_latest(ingestor: Ingestor, r: redis_lib.Redis) -> None:
-    ingestor.handle_frame(frame(**{BINANCE: {"BTCUSDT": 2}}), 2000.0)
-    ingestor.handle_frame(frame(**{BINANCE: {"BTCUSDT": 1}}), 1000.0)
+    ingest(ingestor, frame(**{BINANCE: {"BTCUSDT": 2}}), 2000.0)
+    ingest(ingestor, frame(**{BINANCE: {"BTCUSDT": 1}}), 1000.0)
     snap = latest(r, KEYS, BINANCE)
     assert snap is not None and snap.observed_at == 2000.0 and snap.values["BTCUSDT"] == 2
     seqs = [int(f["seq"]) for _, f in entries(r, KEYS.snapshots)]
@@ -279,9 +292,9 @@ def test_older_snapshot_never_overwrites_newer_latest(ingestor: Ingestor, r: red
 
 def test_sequence_numbers_increase_across_restarts(redis_url: str, r: redis_lib.Redis) -> None:
     first = Ingestor(connect(redis_url), KEYS, stream_maxlen=1000)
-    first.handle_frame(GOOD_1, 100.0)
+    ingest(first, GOOD_1, 100.0)
     second = Ingestor(connect(redis_url), KEYS, stream_maxlen=1000)  # a restarted process
-    second.handle_frame(GOOD_1, 100.0)
+    ingest(second, GOOD_1, 100.0)
     seqs = [int(f["seq"]) for _, f in entries(r, KEYS.snapshots)]
     assert seqs == sorted(seqs) and len(set(seqs)) == 4
     clock = SequenceClock(now_us=lambda: 5)  # a clock that stands still or steps back
@@ -293,12 +306,12 @@ def test_stream_trimmed_periodically_but_never_past_unread_entries(
 ) -> None:
     ingestor = Ingestor(connect(redis_url), KEYS, stream_maxlen=5, trim_every=10)
     for i in range(30):
-        ingestor.handle_frame(frame(**{BINANCE: {"BTCUSDT": i}}), 100.0 + i)
+        ingest(ingestor, frame(**{BINANCE: {"BTCUSDT": i}}), 100.0 + i)
     assert r.xlen(KEYS.snapshots) == 30  # the dispatch group has read nothing yet
     r.xreadgroup(DISPATCH_GROUP, "c1", {KEYS.snapshots: ">"}, count=30)
     r.xack(KEYS.snapshots, DISPATCH_GROUP, *[i for i, _ in entries(r, KEYS.snapshots)])
     for i in range(10):
-        ingestor.handle_frame(frame(**{BINANCE: {"BTCUSDT": i}}), 200.0 + i)
+        ingest(ingestor, frame(**{BINANCE: {"BTCUSDT": i}}), 200.0 + i)
     assert 5 <= r.xlen(KEYS.snapshots) <= 10
 
 
@@ -307,8 +320,7 @@ def test_redis_down_keeps_newest_frames_and_publishes_when_back(tmp_path: Path) 
     url = f"redis://127.0.0.1:{port}/0"
     ingestor = Ingestor(connect(url), KEYS, stream_maxlen=1000, max_pending=2)
     for i in range(2):  # each attempt costs redis-py's own retries (about 0.7 s)
-        result = ingestor.handle_frame(frame(**{BINANCE: {"BTCUSDT": i}, OKX: {"X": i}}), 100.0 + i)
-        assert not result.published
+        assert not ingest(ingestor, frame(**{BINANCE: {"BTCUSDT": i}, OKX: {"X": i}}), 100.0 + i)
     assert ingestor.pending == 2  # 4 snapshots coalesced to the newest of each account
     with redis_server(port, tmp_path):
         assert ingestor.flush()

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 
 import redis
 
-from engine.plan import Plan
+from engine.plan import Plan, load_plan
 from shared.keys import Keys
+from shared.redisio import connect
+from shared.settings import WorkerSettings
 
 CURRENT: ContextVar[Context] = ContextVar("monitorx_context")
 """The context of the job in hand (a ContextVar, set per job by the worker)."""
@@ -30,13 +32,5 @@ def current() -> Context:
     try:
         return CURRENT.get()
     except LookupError:
-        return from_environment()
-
-
-def from_environment() -> Context:
-    from engine.plan import load_plan
-    from shared.redisio import connect
-    from shared.settings import WorkerSettings
-
-    settings = WorkerSettings()
-    return Context(connect(str(settings.redis_url)), settings.keys, load_plan(settings.config))
+        settings = WorkerSettings()
+        return Context(connect(str(settings.redis_url)), settings.keys, load_plan(settings.config))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, fields
 
 from pydantic import Field
 
@@ -42,8 +42,7 @@ class Balances:
 
 
 def balances(snap: Snapshot) -> Balances:
-    usdt, usdc, bnb, total = (fmt.lenient(snap, key) or 0.0 for key in KEYS)
-    return Balances(usdt, usdc, bnb, total)
+    return Balances(*(fmt.lenient(snap, key) or 0.0 for key in KEYS))
 
 
 def _sum(values: Iterable[float]) -> float:
@@ -52,12 +51,7 @@ def _sum(values: Iterable[float]) -> float:
 
 def summed(rows: Sequence[Balances]) -> Balances:
     """Column sums in account order, leaving out unreadable figures."""
-    return Balances(
-        _sum(r.usdt for r in rows),
-        _sum(r.usdc for r in rows),
-        _sum(r.bnb for r in rows),
-        _sum(r.total for r in rows),
-    )
+    return Balances(*(_sum(getattr(row, f.name) for row in rows) for f in fields(Balances)))
 
 
 def _share(part: float, total: float) -> float:

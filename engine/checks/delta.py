@@ -49,24 +49,17 @@ def _size(snap: Snapshot, key: str) -> float:
     return size
 
 
-def leg_values(q1: float, q2: float, price: float, sign_aware: bool) -> tuple[float, float, float]:
-    """``(delta, value 1, value 2)`` of two legs valued at one price."""
-    v1, v2 = q1 * price, q2 * price
-    if sign_aware:
-        return abs(v1 + v2), v1, v2
-    v1, v2 = abs(v1), abs(v2)
-    return abs(v1 - v2), v1, v2
-
-
 def _assess(snap: Snapshot, base: str, first: str, second: str, params: DeltaParams) -> Finding | None:
     price = snap.number(first + PRICE)
     if not price:
         return None
     q1, q2 = _size(snap, first), _size(snap, second)
-    delta, v1, v2 = leg_values(q1, q2, price, params.sign_aware)
+    v1, v2 = q1 * price, q2 * price
+    if not params.sign_aware:
+        v1, v2 = abs(v1), abs(v2)
+    delta = abs(v1 + v2) if params.sign_aware else abs(v1 - v2)
     legs = [(first, q1, price, v1), (second, q2, price, v2)]
-    key = f"{base}USDT/{base}USDC"
-    return Finding(key, delta > params.threshold, {"delta": delta, "legs": legs})
+    return Finding(f"{base}USDT/{base}USDC", delta > params.threshold, {"delta": delta, "legs": legs})
 
 
 def evaluate(snap: Snapshot | None, params: DeltaParams, now: float) -> list[Finding]:

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from shared.models import InvalidValue, Snapshot
 
 
-def usd(value: float, decimals: int = 2, commas: bool = True) -> str:
+def usd(value: float, commas: bool = True) -> str:
     """``$12,000.50``; ``commas=False`` gives ``$12000.50``. Negative: ``$-5.00`` as Python writes it."""
-    return f"${value:,.{decimals}f}" if commas else f"${value:.{decimals}f}"
+    return f"${value:,.2f}" if commas else f"${value:.2f}"
 
 
 def num(value: float, decimals: int, commas: bool = False) -> str:
@@ -20,9 +20,7 @@ def num(value: float, decimals: int, commas: bool = False) -> str:
 
 
 def pct(ratio: float, decimals: int = 2) -> str:
-    """A ratio as a percentage: 0.75 -> ``75.00%``; an infinite ratio prints ``inf%``."""
-    if math.isinf(ratio):
-        return "inf%" if ratio > 0 else "-inf%"
+    """A ratio as a percentage: 0.75 -> ``75.00%``; an infinite ratio prints ``inf%`` (as format does)."""
     return f"{ratio * 100:.{decimals}f}%"
 
 
@@ -36,9 +34,9 @@ def for_delay(delay: float | int | None) -> str:
     return "" if delay is None else f" for {given(delay)}s"
 
 
-def ratio(value: float, decimals: int = 2) -> str:
-    """A plain ratio, ``1.25``; infinite prints ``inf``."""
-    return "inf" if math.isinf(value) and value > 0 else f"{value:.{decimals}f}"
+def ratio(value: float) -> str:
+    """A plain ratio, ``1.25``; infinite prints ``inf`` (as format does)."""
+    return f"{value:.2f}"
 
 
 # ---------------------------------------------------------------- figures that may be absent or junk
@@ -57,10 +55,10 @@ def lenient(snap: Snapshot, key: str) -> float | None:
         return math.nan
 
 
-def maybe(value: float | None, formatter: Callable[[float], str], missing: str = MISSING) -> str:
-    """Format a figure that may be absent (None -> ``missing``) or unreadable (NaN -> ``invalid``)."""
+def maybe(value: float | None, formatter: Callable[[float], str]) -> str:
+    """Format a figure that may be absent (None -> ``N/A``) or unreadable (NaN -> ``invalid``)."""
     if value is None:
-        return missing
+        return MISSING
     return INVALID if math.isnan(value) else formatter(value)
 
 

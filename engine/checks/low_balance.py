@@ -29,12 +29,6 @@ class LowBalanceParams(Params):
     """Fix for the legacy quirk: also alert on a balance of exactly 0 or a missing key."""
 
 
-def below(balance: float | None, threshold: float, strict: bool) -> bool:
-    if balance is None or balance <= 0:
-        return strict
-    return balance < threshold
-
-
 def evaluate(snap: Snapshot | None, params: LowBalanceParams, now: float) -> list[Finding]:
     if snap is None:
         return []
@@ -43,7 +37,7 @@ def evaluate(snap: Snapshot | None, params: LowBalanceParams, now: float) -> lis
         balance = snap.number(f"{asset}walletBalance")
         if balance is None and not params.alert_zero_or_missing:
             continue
-        breached = below(balance, threshold, params.alert_zero_or_missing)
+        breached = params.alert_zero_or_missing if balance is None or balance <= 0 else balance < threshold
         findings.append(Finding(asset, breached, {"balance": balance, "threshold": threshold}))
     return findings
 

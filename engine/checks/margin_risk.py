@@ -63,15 +63,8 @@ class Figures:
 
     @property
     def ratio(self) -> float:
-        return stable_ratio(self.usdt, self.usdc)
-
-
-def stable_ratio(usdt: float, usdc: float) -> float:
-    return usdt / usdc if usdc else math.inf
-
-
-def outside(ratio: float, t: MarginThresholds) -> bool:
-    return not t.usdt_usdc_ratio_min <= ratio <= t.usdt_usdc_ratio_max
+        """USDT / USDC wallet balance; ``inf`` when USDC is 0."""
+        return self.usdt / self.usdc if self.usdc else math.inf
 
 
 def figures(snap: Snapshot) -> Figures:
@@ -81,17 +74,13 @@ def figures(snap: Snapshot) -> Figures:
     return Figures(raw or 1.0, raw, margins, usdt, usdc)
 
 
-def _ratio_finding(fig: Figures, t: MarginThresholds) -> Finding:
-    ratio = fig.ratio
-    return Finding(RATIO, outside(ratio, t), {"ratio": ratio})
-
-
 def evaluate(snap: Snapshot | None, params: MarginRiskParams, now: float) -> list[Finding]:
     if snap is None:
         return []
     fig, t = figures(snap), params.thresholds
     found = [Finding(m, fig.share(m) > t.limit(m), {"ratio": fig.share(m)}) for m in MARGINS]
-    return [*found, _ratio_finding(fig, t)]
+    outside = not t.usdt_usdc_ratio_min <= fig.ratio <= t.usdt_usdc_ratio_max
+    return [*found, Finding(RATIO, outside, {"ratio": fig.ratio})]
 
 
 def _breach_line(finding: Finding, t: MarginThresholds) -> str:
@@ -107,20 +96,14 @@ def _row(label: str, value: float, share: float | None) -> str:
     return f"{label}: {fmt.usd_share(value, share)}"
 
 
-def _stable_shares(fig: Figures) -> tuple[float | None, float | None]:
-    """USDT and USDC shares of their sum; None (``N/A``) when the sum is 0."""
-    total = fig.usdt + fig.usdc
-    return (fig.usdt / total, fig.usdc / total) if total else (None, None)
-
-
 def table(snap: Snapshot, fig: Figures) -> list[str]:
     note = "" if fig.wallet_raw else f" ({WALLET} is 0 or missing: 1 is used)"
     rows = [f"Wallet: {fmt.usd(fig.wallet)}{note}"]
     rows += [_row(label, fig.margins[m], fig.share(m)) for m, (_, label) in MARGINS.items()]
     withdrawable = fmt.lenient(snap, WITHDRAWABLE) or 0.0
     rows.append(_row("Max withdrawable", withdrawable, withdrawable / fig.wallet))
-    usdt_share, usdc_share = _stable_shares(fig)
-    rows += [_row("USDT", fig.usdt, usdt_share), _row("USDC", fig.usdc, usdc_share)]
+    stable = fig.usdt + fig.usdc  # USDT and USDC as shares of their sum (N/A when it is 0)
+    rows += [_row(a, v, v / stable if stable else None) for a, v in (("USDT", fig.usdt), ("USDC", fig.usdc))]
     return [*rows, f"USDT/USDC ratio: {fmt.ratio(fig.ratio)}"]
 
 

@@ -20,8 +20,7 @@ from pydantic import Field
 from engine.checks import fmt
 from engine.checks.base import Message, Params, ReportSpec
 from shared.config import DEFAULT_STALE_AFTER
-from shared.models import ASSET_FIELDS as FEED_ASSET_FIELDS
-from shared.models import Snapshot
+from shared.models import ASSET_FIELDS, Snapshot
 
 WALLET = "maintotalWalletBalance"
 TOTALS = (
@@ -36,8 +35,6 @@ SYMBOL_FIELDS = (
     ("crossUnPnl", "unrealised PnL"),
 )
 ASSETS = ("USDT", "USDC", "BTC")
-ASSET_FIELDS = FEED_ASSET_FIELDS
-"""The nine asset fields the legacy snapshot prints."""
 SHOWN_WHEN = ("walletBalance", "initialMargin", "marginBalance")
 """An asset is shown when it has any of these fields."""
 
@@ -68,14 +65,10 @@ def symbols(snap: Snapshot) -> list[str]:
     return ["Symbols:", *rows] if rows else []
 
 
-def _has(snap: Snapshot, key: str) -> bool:
-    return key in snap.values or key in snap.invalid
-
-
 def assets(snap: Snapshot) -> list[str]:
     rows = []
     for asset in ASSETS:
-        if any(_has(snap, asset + f) for f in SHOWN_WHEN):
+        if any(asset + f in snap.values or asset + f in snap.invalid for f in SHOWN_WHEN):
             shown = (f"{f} {fmt.maybe(fmt.lenient(snap, asset + f), fmt.usd)}" for f in ASSET_FIELDS)
             rows.append(f"  {asset}: {', '.join(shown)}")
     return ["Assets:", *rows] if rows else []
@@ -102,10 +95,7 @@ def build_each(
     """One message per account: ``(account, message)``."""
     title = f"Margin snapshot {fmt.hhmm(slot)}"
     return [
-        (
-            account,
-            Message(title=f"{title}: {account}", text=section(account, snap, params, slot), severity="info"),
-        )
+        (account, Message(f"{title}: {account}", section(account, snap, params, slot), "info"))
         for account, snap in snapshots.items()
     ]
 

@@ -61,19 +61,14 @@ def _contracts(snap: Snapshot, key: str) -> float:
     return contracts
 
 
-def net(legs: Sequence[tuple[str, float, float]], price: float) -> tuple[float, float]:
-    """``(diff, usd)``: the net base position of the legs and its USD value at ``price``."""
-    diff = sum(contracts * size for _, contracts, size in legs)
-    return diff, abs(diff * price)
-
-
 def _assess(snap: Snapshot, base: str, keys: tuple[str, str], params: HedgeParams) -> Finding | None:
     price = snap.number(keys[1] + PRICE)
     if not price:
         return None
     sizes = params.contract_sizes[base]
     legs = [(key, _contracts(snap, key), sizes[m]) for key, m in zip(keys, MARGINS, strict=True)]
-    diff, usd = net(legs, price)
+    diff = sum(contracts * size for _, contracts, size in legs)  # the net base position
+    usd = abs(diff * price)
     detail = {"base": base, "legs": legs, "diff": diff, "price": price, "usd": usd}
     return Finding("/".join(keys), usd > params.threshold, detail)
 
@@ -94,8 +89,7 @@ def _leg(key: str, contracts: float, size: float, base: str) -> str:
 def _block(account: str, finding: Finding, params: HedgeParams) -> str:
     d = finding.detail
     usd = fmt.usd(d["usd"], commas=False)
-    limit = fmt.given(params.threshold)
-    limit += fmt.for_delay(params.delay)
+    limit = fmt.given(params.threshold) + fmt.for_delay(params.delay)
     head = f"{account} {d['base']} ({finding.key}): unhedged {usd} is above the threshold {limit}"
     net = f"  Net: {fmt.num(d['diff'], 4)} {d['base']} x {fmt.usd(d['price'], commas=False)} = {usd}"
     return "\n".join([head, *(_leg(key, n, size, d["base"]) for key, n, size in d["legs"]), net])

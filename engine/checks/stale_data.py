@@ -4,11 +4,11 @@ shows up) and on every snapshot (so recovery is noticed at once)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 from pydantic import Field
 
+from engine.checks import fmt
 from engine.checks.base import CheckSpec, Finding, Message, Params
 from shared.config import DEFAULT_STALE_AFTER
 from shared.models import Snapshot
@@ -23,15 +23,9 @@ class StaleDataParams(Params):
 
 def evaluate(snap: Snapshot | None, params: StaleDataParams, now: float) -> list[Finding]:
     if snap is None:
-        return [Finding(KEY, True, {"age": None, "max_age": params.max_age, "last": None})]
+        return [Finding(KEY, True, {"age": None})]
     age = now - snap.observed_at
-    return [
-        Finding(KEY, age > params.max_age, {"age": age, "max_age": params.max_age, "last": snap.observed_at})
-    ]
-
-
-def _when(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+    return [Finding(KEY, age > params.max_age, {"age": age, "last": snap.observed_at})]
 
 
 def render(account: str, snap: Snapshot | None, params: StaleDataParams, fired: Sequence[Finding]) -> Message:
@@ -41,7 +35,7 @@ def render(account: str, snap: Snapshot | None, params: StaleDataParams, fired: 
     else:
         text = (
             f"No data for {account} for {detail['age']:.0f}s (limit {params.max_age:g}s); "
-            f"last snapshot at {_when(detail['last'])}."
+            f"last snapshot at {fmt.clock(detail['last'])}."
         )
     return Message(title=f"Stale data: {account}", text=text, severity="critical")
 
