@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from engine.plan import Plan, build, builtin_config
 from engine.registry import Registry
 from shared.cli import config_or_exit
-from shared.config import Config, Instance, load
+from shared.config import Config, Instance, RouteNode, load, secret_environment
 
 
 def _plan(path: Path | None) -> Plan:
@@ -22,9 +24,29 @@ def _plan(path: Path | None) -> Plan:
 
 
 def check(path: Path) -> int:
+    """Validate a file; print what it configures and every ``*_env`` secret that is not set
+    here (environment or ``.env``): that only warns (exit 0), the alerter's host may have it."""
     plan = config_or_exit(lambda: _plan(path))
     print(f"{path}: OK ({plan.config.format}), {len(plan.bound)} instances")
+    print(_delivery_summary(plan.config))
+    for ref in plan.config.unset_secrets(secret_environment()):
+        print(f"  secret {ref.env} is not set ({ref.path})")
     return 0
+
+
+def _delivery_summary(config: Config) -> str:
+    """One line: the receivers, routes and inhibit rules the file configures."""
+    rules = f"{len(config.inhibit_rules)} inhibit rule{'s' * (len(config.inhibit_rules) != 1)}"
+    if config.route is None:
+        return f"delivery: default route (each alert to every sink of the settings, as today), {rules}"
+    return (
+        f"delivery: {len(config.receivers)} receivers, {_count_routes(config.route)} routes, {rules}"
+        " (validated; this version's alerter does not apply them yet: it delivers to its settings' sinks)"
+    )
+
+
+def _count_routes(node: RouteNode) -> int:
+    return 1 + sum(_count_routes(child) for child in node.routes)
 
 
 def show(path: Path | None) -> int:
@@ -71,13 +93,32 @@ def _yaml_check(inst: Instance) -> dict[str, Any]:
     return out
 
 
+def _yaml_delivery(config: Config) -> dict[str, Any]:
+    """The delivery sections, so that the converted file delivers as the original did: the
+    receivers and route when written, the inhibit rules always (a legacy file's: ``[]``)."""
+    out: dict[str, Any] = {}
+    if config.route is not None:
+        out["receivers"] = {name: _as_written(r) for name, r in config.receivers.items()}
+        out["route"] = _as_written(config.route)
+    out["inhibit_rules"] = [_as_written(rule) for rule in config.inhibit_rules]
+    return out
+
+
+def _as_written(model: BaseModel) -> Any:
+    """A delivery model as YAML data: the fields set to other than their defaults, by alias."""
+    return model.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+
+
 def to_yaml(config: Config) -> str:
     doc = {
         "version": 1,
         "stale_after": config.stale_after,
         "checks": {inst.name: _yaml_check(inst) for inst in config.instances},
+        **_yaml_delivery(config),
     }
     header = f"# converted from {config.source} by `monitorx config convert`\n"
+    if not config.inhibit_rules:
+        header += "# inhibit_rules: [] keeps delivery as it was; remove it for the default stale-data rule\n"
     return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=100)
 
 
@@ -104,12 +145,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "check":
         return check(args.path)
     if args.action == "show":
-        return show(args.path or _env_config())
+        env = os.environ.get("MONITORX_CONFIG")
+        return show(args.path or (Path(env) if env else None))
     return convert(args.path)
-
-
-def _env_config() -> Path | None:
-    import os
-
-    value = os.environ.get("MONITORX_CONFIG")
-    return Path(value) if value else None

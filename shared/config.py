@@ -19,20 +19,53 @@ Native YAML (documented in the README)::
         schedule: ["0 */6 * * *"] # UTC cron times, for scheduled checks
         missed: late              # a slot missed while down: late (send once, marked) | skip
         enabled: true
+    receivers:                    # named; each exactly one of the kinds below
+      desk: {slack_bot: {token_env: SLACK_BOT_TOKEN, channel: C0123DESK}}   # api_url: Slack's
+      ops: {webhook: {url_env: OPS_WEBHOOK_URL}}    # also slack_webhook: {url_env}, jsonl: {path},
+      archive: {jsonl: {path: alerts.jsonl}}        # console: (secrets only as *_env names)
+    route:                        # Alertmanager's tree; children inherit what they do not set
+      receiver: desk
+      group_by: [check]           # [...]: every label (each alert its own group)
+      group_wait: 30s             # defaults: 30s, 5m, 4h
+      group_interval: 5m
+      repeat_interval: 4h
+      routes:
+        - {matchers: ['severity="critical"'], receiver: ops, continue: true}
+        - {receiver: desk}
+    inhibit_rules:                # absent: DEFAULT_INHIBIT_RULES; []: none
+      - {source_matchers: ['check="stale_data"'], target_matchers: ['check="low_balance"'], equal: [account]}
+
+Without ``route`` (and always for a legacy file) the alerter's default applies: every alert to
+each sink of the settings as its own message (:func:`default_route`).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from dotenv import dotenv_values
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
+
+from shared.matchers import LABEL_NAME, parse_matcher
 
 DEFAULT_STALE_AFTER = 60.0
 """Seconds without a snapshot after which an account counts as stale (legacy configs too)."""
@@ -117,8 +150,271 @@ class Instance(BaseModel):
         return tuple(a for a in self.accounts if not any(c in a for c in "*?["))
 
 
+# ---------------------------------------------------------------- delivery: receivers, route, inhibit rules
+
+GROUP_BY_ALL = "..."
+"""``group_by: [...]``: every label of an alert, so each alert is its own group (Alertmanager's)."""
+GROUP_WAIT = 30.0
+"""Default ``group_wait`` of a written route tree (Alertmanager's): seconds from a group's first
+alert to its first notification, so the alerts of one storm arrive together."""
+GROUP_INTERVAL = 300.0
+"""Default ``group_interval`` (Alertmanager's 5 m): least seconds between two notifications of one
+group that report a change (an alert joined, resolved)."""
+REPEAT_INTERVAL = 4 * 3600.0
+"""Default ``repeat_interval`` (Alertmanager's 4 h): seconds after which an unchanged group that
+still fires is notified again."""
+SLACK_API_URL = "https://slack.com/api/"
+"""Default ``api_url`` of a ``slack_bot`` receiver: Slack's own Web API."""
+NEVER_INHIBITED = frozenset({"check_error", "config_error"})
+"""Values of the ``check`` label whose alerts no inhibit rule ever mutes: they say MonitorX
+itself is blind somewhere, which is never a consequence of another alert."""
+
+_DURATION = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?")
+_DURATION_UNITS = (7 * 86400.0, 86400.0, 3600.0, 60.0, 1.0, 0.001)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DURATION_HELP = "a duration such as 90s, 5m, 4h, 1d or 1h30m (or a number of seconds)"
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``90s``, ``5m``, ``4h``, ``1d``, ``1w``, ``250ms`` or a combination in that
+    order (``1h30m``), or from a non-negative number of seconds; ``0`` is zero. Anything else
+    (a negative or non-finite number, a boolean, other text) raises ValueError."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not 0 <= value < float("inf"):
+            raise ValueError(f"must be {_DURATION_HELP}, got {_shown(value)}")
+        return float(value)
+    found = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
+    if found is None or not any(found.groups()):
+        if isinstance(value, str) and value.strip() == "0":
+            return 0.0
+        raise ValueError(f"must be {_DURATION_HELP}, got {_shown(value)}")
+    return sum(int(n) * unit for n, unit in zip(found.groups(), _DURATION_UNITS, strict=True) if n)
+
+
+def _valid_matcher(text: str) -> str:
+    """A matcher text that parses (``shared.matchers`` syntax), as written."""
+    parse_matcher(text)
+    return text
+
+
+def _valid_label(name: str) -> str:
+    """A Prometheus label name, as written."""
+    if not LABEL_NAME.fullmatch(name):
+        raise ValueError(f"invalid label name {name!r} (letters, digits and _, not first a digit)")
+    return name
+
+
+def _valid_group_label(name: str) -> str:
+    """A label name, or ``...`` (every label)."""
+    return name if name == GROUP_BY_ALL else _valid_label(name)
+
+
+def _valid_env_name(name: str) -> str:
+    """The name of an environment variable, as written."""
+    if not _ENV_NAME.fullmatch(name):
+        raise ValueError(f"must name an environment variable (letters, digits and _), got {name!r}")
+    return name
+
+
+def _valid_http_url(url: str) -> str:
+    """An http:// or https:// URL with a host, as written."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"must be an http:// or https:// URL, got {_shown(url)}")
+    return url
+
+
+def _refuse_literal(value: object, info: ValidationInfo) -> None:
+    """A secret written in the file itself: refused, whatever its value."""
+    name = info.field_name
+    raise ValueError(
+        f"secrets are never written in the file: put the {name} in an environment variable "
+        f"and name that variable in {name}_env"
+    )
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""Seconds, written as a duration (see :func:`parse_duration`)."""
+MatcherText = Annotated[str, AfterValidator(_valid_matcher)]
+LabelName = Annotated[str, AfterValidator(_valid_label)]
+GroupLabel = Annotated[str, AfterValidator(_valid_group_label)]
+EnvName = Annotated[str, AfterValidator(_valid_env_name)]
+"""The name of an environment variable holding a secret."""
+_RefusedSecret = Annotated[None, BeforeValidator(_refuse_literal), Field(exclude=True, repr=False)]
+"""A field declared only to refuse a literal secret with a reason (``url``, ``token``)."""
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class SlackWebhookReceiver(BaseModel):
+    """A Slack incoming webhook. Its URL is the credential: only ``url_env`` names it."""
+
+    model_config = _FROZEN
+    url_env: EnvName
+    url: _RefusedSecret = None
+
+
+class SlackBotReceiver(BaseModel):
+    """A Slack app's bot token (``chat:write``, ``channels:history``) posting to one channel."""
+
+    model_config = _FROZEN
+    token_env: EnvName
+    channel: str = Field(min_length=1)
+    """The channel id (``C0123ABCD``; a ``#name`` works for posting, but updates need the id)."""
+    api_url: Annotated[str, AfterValidator(_valid_http_url)] = SLACK_API_URL
+    """Slack's Web API base URL (default :data:`SLACK_API_URL`); a stand-in's in tests."""
+    token: _RefusedSecret = None
+
+
+class WebhookReceiver(BaseModel):
+    """A generic HTTP webhook (JSON POST). Its URL often carries a credential: ``url_env`` only."""
+
+    model_config = _FROZEN
+    url_env: EnvName
+    url: _RefusedSecret = None
+
+
+class JsonlReceiver(BaseModel):
+    """One JSON object per notified alert, appended to a file."""
+
+    model_config = _FROZEN
+    path: Path
+
+
+class ConsoleReceiver(BaseModel):
+    """Readable text on standard output."""
+
+    model_config = _FROZEN
+
+
+RECEIVER_KINDS = ("slack_webhook", "slack_bot", "webhook", "jsonl", "console")
+"""The kinds of receiver; a receiver is a mapping with exactly one of them."""
+
+
+class Receiver(BaseModel):
+    """A named destination: exactly one of its fields is set (``kind`` says which). A kind
+    written with no body (``console:``) is that kind with its defaults."""
+
+    model_config = _FROZEN
+    slack_webhook: SlackWebhookReceiver | None = None
+    slack_bot: SlackBotReceiver | None = None
+    webhook: WebhookReceiver | None = None
+    jsonl: JsonlReceiver | None = None
+    console: ConsoleReceiver | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exactly_one(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        kinds = [k for k in RECEIVER_KINDS if k in data]
+        if len(kinds) != 1:
+            got = ", ".join(map(str, data)) or "nothing"
+            raise ValueError(f"a receiver is exactly one of {', '.join(RECEIVER_KINDS)} (got: {got})")
+        return {k: ({} if k in RECEIVER_KINDS and v is None else v) for k, v in data.items()}
+
+    @property
+    def kind(self) -> str:
+        """Which kind of receiver this is (one of :data:`RECEIVER_KINDS`)."""
+        return next(k for k in RECEIVER_KINDS if getattr(self, k) is not None)
+
+    def secrets(self) -> dict[str, str]:
+        """Field (``token_env``, ``url_env``) -> the environment variable it names."""
+        body = getattr(self, self.kind)
+        return {f: getattr(body, f) for f in ("token_env", "url_env") if hasattr(body, f)}
+
+
+class RouteNode(BaseModel):
+    """A node of the route tree as written; None inherits the parent's value (the root's: the
+    defaults above). ``alerter.route`` resolves inheritance and matches alerts against it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    receiver: str | None = None
+    matchers: tuple[MatcherText, ...] = ()
+    """Every one must match an alert's labels (``shared.matchers`` syntax)."""
+    group_by: tuple[GroupLabel, ...] | None = None
+    """Labels whose values split alerts into groups; ``[...]`` every label; ``[]`` one group."""
+    group_wait: Duration | None = None
+    group_interval: Duration | None = None
+    repeat_interval: Duration | None = None
+    continue_: bool = Field(default=False, alias="continue")
+    """After this node matched, also try its next siblings."""
+    routes: tuple[RouteNode, ...] = ()
+
+    @field_validator("group_by")
+    @classmethod
+    def _group_by(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if GROUP_BY_ALL in value and len(value) > 1:
+            raise ValueError(f"{GROUP_BY_ALL!r} (every label) cannot be combined with other labels")
+        twice = sorted({n for n in value if value.count(n) > 1})
+        if twice:
+            raise ValueError(f"label {twice[0]!r} is listed twice")
+        return value
+
+
+class InhibitRule(BaseModel):
+    """While an alert matching ``source_matchers`` fires, alerts matching ``target_matchers``
+    with the same values of the ``equal`` labels are not notified (Alertmanager's rule; an alert
+    matching both sides never inhibits another that does too)."""
+
+    model_config = _FROZEN
+    name: str = ""
+    source_matchers: tuple[MatcherText, ...]
+    target_matchers: tuple[MatcherText, ...]
+    equal: tuple[LabelName, ...] = ()
+
+    @field_validator("source_matchers", "target_matchers")
+    @classmethod
+    def _some(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("needs at least one matcher (none would match every alert)")
+        return value
+
+
+DEFAULT_INHIBIT_RULES = (
+    InhibitRule(
+        name="stale-data",
+        source_matchers=('check="stale_data"',),
+        target_matchers=('check!~"stale_data|check_error|config_error"',),
+        equal=("account",),
+    ),
+)
+"""Used when a native YAML file has no ``inhibit_rules``: an account whose data is stale has its
+other alerts muted (their figures are old), except stale_data itself and MonitorX's own errors.
+A legacy ``features.json`` has none (it is delivered as it always was)."""
+
+
+def default_route(receivers: Sequence[str]) -> RouteNode:
+    """The route when the file has none: every alert to each of ``receivers`` (the sinks of the
+    settings, by name, in order) as its own message at once: group_by every label, group_wait,
+    group_interval and repeat_interval 0 (each alert the engine emits, repeats included, is
+    notified as it comes, as before routing existed). The root has no receiver: with no sink,
+    an alert matches no receiver."""
+    children = tuple(RouteNode(receiver=name, continue_=True) for name in receivers)
+    return RouteNode(
+        group_by=(GROUP_BY_ALL,), group_wait=0, group_interval=0, repeat_interval=0, routes=children
+    )
+
+
+class SecretRef(NamedTuple):
+    """An environment variable a receiver reads its secret from, and where the file names it."""
+
+    env: str
+    path: str
+
+
+def secret_environment(env_file: Path = Path(".env")) -> dict[str, str]:
+    """Where ``*_env`` references are looked up: the process environment over the variables of
+    ``env_file`` (as the settings read theirs); empty values count as unset and are left out."""
+    found = {k: v for k, v in dotenv_values(env_file).items() if v} if env_file.is_file() else {}
+    return found | {k: v for k, v in os.environ.items() if v}
+
+
 class Config(BaseModel):
-    """A loaded configuration: enabled and disabled instances, in file order."""
+    """A loaded configuration: enabled and disabled instances, in file order, and delivery."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     source: str = "<built-in>"
@@ -127,6 +423,14 @@ class Config(BaseModel):
     stale_after: float = DEFAULT_STALE_AFTER
     problems: tuple[Problem, ...] = ()
     """Entries that did not parse (left out of ``instances``); binding adds its own and raises."""
+    receivers: dict[str, Receiver] = Field(default_factory=dict)
+    """Named receivers (native YAML ``receivers:``); empty when the file has none."""
+    route: RouteNode | None = None
+    """The route tree; None when the file has none: then :func:`default_route` to the sinks of
+    the settings applies."""
+    inhibit_rules: tuple[InhibitRule, ...] = ()
+    """Native YAML: as written, :data:`DEFAULT_INHIBIT_RULES` when the section is absent
+    (``inhibit_rules: []`` turns them off); legacy and built-in: none."""
 
     def check_problems(self) -> Config:
         """Raise ConfigError when any entry did not parse."""
@@ -137,6 +441,18 @@ class Config(BaseModel):
     @property
     def enabled(self) -> tuple[Instance, ...]:
         return tuple(i for i in self.instances if i.enabled)
+
+    def secrets(self) -> list[SecretRef]:
+        """Every environment variable a receiver takes a secret from, in file order."""
+        return [
+            SecretRef(env, f"receivers.{name}.{receiver.kind}.{field}")
+            for name, receiver in self.receivers.items()
+            for field, env in receiver.secrets().items()
+        ]
+
+    def unset_secrets(self, environment: Mapping[str, str]) -> list[SecretRef]:
+        """The secrets that ``environment`` (see :func:`secret_environment`) lacks or has empty."""
+        return [ref for ref in self.secrets() if not environment.get(ref.env)]
 
 
 # ---------------------------------------------------------------- problems from pydantic errors
@@ -317,10 +633,95 @@ class _YamlCheck(BaseModel):
 
 
 class _YamlFile(BaseModel):
+    """The top level; each check and each delivery entry is validated on its own after it."""
+
     model_config = ConfigDict(extra="forbid")
     version: Literal[1] = 1
     stale_after: float = Field(default=DEFAULT_STALE_AFTER, gt=0)
     checks: dict[str, Any] = Field(default_factory=dict)
+    receivers: dict[str, Any] | None = None
+    route: Any = None
+    inhibit_rules: list[Any] | None = None
+
+
+def _salvaged(data: Mapping[str, Any]) -> _YamlFile:
+    """The sections of a file whose top level did not validate that still have their shape, so
+    their entries are checked too."""
+    kept = {"checks": dict, "receivers": dict, "inhibit_rules": list}
+    fields = {k: data[k] for k, shape in kept.items() if isinstance(data.get(k), shape)}
+    return _YamlFile(route=data.get("route"), **fields)
+
+
+# ---------------------------------------------------------------- native YAML: delivery sections
+
+
+def _validated(model: type[_M], raw: Any, path: str, problems: list[Problem]) -> _M | None:
+    """``raw`` as ``model``, or None with its problems (at ``path``) added to ``problems``."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(validation_problems(exc, model, path))
+        return None
+
+
+def _route_problems(node: Any, path: str, receivers: Sequence[str]) -> list[Problem]:
+    """Receivers a route node (as written, valid or not) or its children name that are not
+    defined, each at its path; a receiver written with problems of its own counts as defined."""
+    if not isinstance(node, Mapping):
+        return []
+    problems: list[Problem] = []
+    name = node.get("receiver")
+    if isinstance(name, str) and name not in receivers:
+        reason = f"unknown receiver {name!r} (receivers: {', '.join(receivers) or 'none defined'})"
+        problems.append(Problem(path=f"{path}.receiver", reason=reason))
+    children = node.get("routes")
+    for i, child in enumerate(children if isinstance(children, list) else []):
+        problems.extend(_route_problems(child, f"{path}.routes.{i}", receivers))
+    return problems
+
+
+def _root_problems(root: Any) -> list[Problem]:
+    """Alertmanager's rules for the root route (as written): it has a receiver, matches every
+    alert and has no siblings to continue to."""
+    if not isinstance(root, Mapping):
+        return []
+    problems = []
+    if root.get("receiver") is None:
+        problems.append(Problem(path="route.receiver", reason="the root route needs a receiver"))
+    if root.get("matchers"):
+        reason = "the root route matches every alert: it takes no matchers"
+        problems.append(Problem(path="route.matchers", reason=reason))
+    if root.get("continue") is True:
+        reason = "the root route has no siblings to continue to"
+        problems.append(Problem(path="route.continue", reason=reason))
+    return problems
+
+
+class _Delivery(NamedTuple):
+    receivers: dict[str, Receiver]
+    route: RouteNode | None
+    inhibit_rules: tuple[InhibitRule, ...]
+
+
+def _delivery(parsed: _YamlFile, problems: list[Problem]) -> _Delivery:
+    """The delivery sections of a native file, their problems added to ``problems``. No
+    ``inhibit_rules``: :data:`DEFAULT_INHIBIT_RULES`; ``receivers`` but no ``route``: a problem."""
+    receivers = {
+        name: r
+        for name, raw in (parsed.receivers or {}).items()
+        if (r := _validated(Receiver, raw, f"receivers.{name}", problems)) is not None
+    }
+    rules = tuple(
+        rule
+        for i, raw in enumerate(parsed.inhibit_rules or [])
+        if (rule := _validated(InhibitRule, raw, f"inhibit_rules.{i}", problems)) is not None
+    )
+    root = None if parsed.route is None else _validated(RouteNode, parsed.route, "route", problems)
+    problems.extend(_root_problems(parsed.route))
+    problems.extend(_route_problems(parsed.route, "route", list(parsed.receivers or {})))
+    if parsed.route is None and parsed.receivers is not None:
+        problems.append(Problem(path="route", reason="receivers are defined but no route sends to them"))
+    return _Delivery(receivers, root, DEFAULT_INHIBIT_RULES if parsed.inhibit_rules is None else rules)
 
 
 def _from_yaml(text: str, file: str) -> Config:
@@ -335,8 +736,7 @@ def _from_yaml(text: str, file: str) -> Config:
         parsed = _YamlFile.model_validate(data)
     except ValidationError as exc:  # report it, and still look at every check
         problems.extend(validation_problems(exc, _YamlFile))
-        checks = data.get("checks")
-        parsed = _YamlFile(checks=checks if isinstance(checks, dict) else {})
+        parsed = _salvaged(data)
     instances: list[Instance] = []
     for name, raw in parsed.checks.items():
         try:
@@ -345,12 +745,14 @@ def _from_yaml(text: str, file: str) -> Config:
             problems.extend(validation_problems(exc, _YamlCheck, f"checks.{name}"))
             continue
         instances.append(_yaml_instance(name, c))
+    delivery = _delivery(parsed, problems)
     return Config(
         source=file,
         format="yaml",
         instances=tuple(instances),
         stale_after=parsed.stale_after,
         problems=tuple(problems),
+        **delivery._asdict(),
     )
 
 

@@ -34,6 +34,11 @@ Plain keys
     ``{p}feed:{name}``       hash ``state`` (up/down), ``reason``, ``since``, ``updated_at``: the
                              ingestor's view of its feed, written with each ``feed_down`` alert
                              (which it XADDs to ``{p}alerts``) and read by it at start.
+    ``{p}silences``          hash silence id -> Silence JSON (shared.silences). Written by
+                             ``monitorx silence add`` and ``expire`` (which rewrites ``ends_at``),
+                             read by the alerter's silence stage and ``monitorx silence list``.
+                             An entry is dropped SILENCE_RETENTION (5 days) after its end, by the
+                             next ``add`` or ``list``.
 RQ
     Queue ``monitorx`` holds the check jobs (JSON serializer). Job ids are
     ``{instance}-{account}-{n}`` reduced to ``[A-Za-z0-9_-]``.
@@ -135,3 +140,7 @@ class Keys:
 
     def feed(self, name: str) -> str:
         return f"{self.prefix}feed:{name}"
+
+    @property
+    def silences(self) -> str:
+        return f"{self.prefix}silences"
