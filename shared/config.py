@@ -247,12 +247,16 @@ _FROZEN = ConfigDict(frozen=True, extra="forbid")
 _M = TypeVar("_M", bound=BaseModel)
 
 
-class SlackWebhookReceiver(BaseModel):
-    """A Slack incoming webhook. Its URL is the credential: only ``url_env`` names it."""
+class _UrlReceiver(BaseModel):
+    """A receiver posting to a URL that is (or may carry) a credential: only ``url_env`` names it."""
 
     model_config = _FROZEN
     url_env: EnvName
     url: _RefusedSecret = None
+
+
+class SlackWebhookReceiver(_UrlReceiver):
+    """A Slack incoming webhook. Its URL is the credential."""
 
 
 class SlackBotReceiver(BaseModel):
@@ -267,12 +271,8 @@ class SlackBotReceiver(BaseModel):
     token: _RefusedSecret = None
 
 
-class WebhookReceiver(BaseModel):
-    """A generic HTTP webhook (JSON POST). Its URL often carries a credential: ``url_env`` only."""
-
-    model_config = _FROZEN
-    url_env: EnvName
-    url: _RefusedSecret = None
+class WebhookReceiver(_UrlReceiver):
+    """A generic HTTP webhook (JSON POST). Its URL often carries a credential."""
 
 
 class JsonlReceiver(BaseModel):

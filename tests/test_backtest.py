@@ -581,34 +581,14 @@ def test_at_rest_is_a_clear_that_changes_nothing() -> None:
 
 REPORT_BASE = datetime(2024, 5, 1, 5, 59, 50, tzinfo=UTC).timestamp()
 """Unix time of the first frame of the pipeline recording: the 06:00 UTC report slot is 10 s in."""
-PIPELINE_CONFIG = """
-stale_after: 10
-checks:
-  low:
-    check: low_balance
-    accounts: ["BINANCE-*"]
-    cooldown: 300
-  margin:
-    check: margin_risk
-    accounts: ["BINANCE-*"]
-    params: {thresholds: {usdt_usdc_ratio_min: 0.6, usdt_usdc_ratio_max: 2.0}}
-    cooldown: 10
-  delta:
-    check: delta
-    accounts: ["BINANCE-*"]
-    delay: 5
-    cooldown: 15
-  stale:
-    check: stale_data
-    accounts: ["BINANCE-*", "BINANCE-AAZ09-UM"]
-    params: {max_age: 10}
-    cooldown: 12
-    resolved: true
-  report:
+PIPELINE_CONFIG = (
+    AGREEMENT_CONFIG
+    + """  report:
     check: balance_report
     accounts: ["BINANCE-*"]
     schedule: ["0 */6 * * *"]
 """
+)
 UNSEEN = "BINANCE-AAZ09-UM"
 """An account the stale_data instance names explicitly and the feed never sends."""
 NEVER = 1e9
