@@ -27,7 +27,7 @@ from typing import TextIO
 from engine.plan import Plan, load_plan
 from monitorx.replay import DEFAULT_TICK, Fired, Options, Replay, Stats, read_recording
 from monitorx.replay_pool import ReplayPool, ShareFailed
-from shared.cli import config_or_exit
+from shared.cli import config_or_exit, config_path
 from shared.lifecycle import setup_logging
 
 log = logging.getLogger(__name__)
@@ -241,20 +241,13 @@ def run(plan: Plan, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
-def _config_path(given: Path | None) -> Path | None:
-    if given is not None:
-        return given
-    value = os.environ.get("MONITORX_CONFIG")
-    return Path(value) if value else None
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     if logging.getLogger().level >= logging.WARNING:
         # check failures become check_error alerts; live logs each one, offline that floods stderr
         logging.getLogger("engine.assess").setLevel(logging.ERROR)
-    args.config = _config_path(args.config)
+    args.config = config_path(args.config)
     if not args.recording.is_file():
         sys.stderr.write(f"monitorx backtest: recording not found: {args.recording}\n")
         return EXIT_INPUT

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from pydantic import BaseModel
 
 from engine.plan import Plan, build, builtin_config
 from engine.registry import Registry
-from shared.cli import config_or_exit
+from shared.cli import config_or_exit, config_path
 from shared.config import Config, Instance, RouteNode, load, secret_environment
 
 
@@ -145,6 +144,5 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "check":
         return check(args.path)
     if args.action == "show":
-        env = os.environ.get("MONITORX_CONFIG")
-        return show(args.path or (Path(env) if env else None))
+        return show(config_path(args.path))
     return convert(args.path)

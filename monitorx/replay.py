@@ -68,14 +68,13 @@ class Options:
         return (self.start is None or t >= self.start) and (self.end is None or t < self.end)
 
 
-SCAN_FIELDS = ("lines", "bytes_read", "bad_lines", "outside", "frames", "malformed_frames")
+SCAN_FIELDS = ("lines", "bad_lines", "outside", "frames", "malformed_frames")
 """Counters of the screening phase (``Screener``); the others belong to the ordered phase."""
 
 
 @dataclass
 class Stats:
     lines: int = 0
-    bytes_read: int = 0
     bad_lines: int = 0
     """Recording lines that are not ``{"received_at": <number>, "frame": "<text>"}``."""
     outside: int = 0
@@ -171,7 +170,6 @@ def records_at(
             if end is not None and offset >= end:
                 return
             at, offset = offset, offset + len(line)
-            stats.bytes_read += len(line)
             if progress is not None:
                 progress(offset)
             if line.isspace():  # (strip() would copy every line)

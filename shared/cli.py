@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -36,3 +38,10 @@ def config_or_exit(factory: Callable[[], S]) -> S:
         for problem in exc.problems:
             sys.stderr.write(f"  {problem.render(exc.file)}\n")
         raise SystemExit(EXIT_CONFIG) from None
+
+
+def config_path(given: Path | None) -> Path | None:
+    """The configuration a command runs: ``given``, else ``$MONITORX_CONFIG``, else None (the
+    built-in one)."""
+    env = os.environ.get("MONITORX_CONFIG")
+    return given or (Path(env) if env else None)
