@@ -123,6 +123,17 @@ def test_a_job_interrupted_by_a_redis_outage_is_retired_not_reported_as_abandone
     assert worker.job_in_hand is None
 
 
+def test_a_job_redis_lost_in_the_outage_needs_no_retiring(redis_url: str, r: redis_lib.Redis) -> None:
+    """Redis came back from an AOF (or empty) without the job the worker had in hand: the worker
+    carries on (it used to exit: rq raises InvalidJobOperation for a job hash that is gone)."""
+    _, job = dispatcher_and_a_dead_job(redis_url)
+    r.delete(job.key)
+    worker = make_worker("simple", connect(redis_url, decode=False), None)  # type: ignore[arg-type]
+    worker.job_in_hand = job
+    retire_interrupted(worker)
+    assert worker.job_in_hand is None
+
+
 def test_rq_connection_retries_become_one_line_per_outage(caplog: pytest.LogCaptureFixture) -> None:
     rq_log = logging.getLogger("rq.worker.test")
     outage = Outage("worker")

@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 from rq import SimpleWorker, Worker
+from rq.exceptions import InvalidJobOperation
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
@@ -185,7 +186,10 @@ def retire_interrupted(worker: Worker_) -> None:
     abandoned by a dead worker: the worker is alive, and the pair's next snapshot or tick
     evaluates it again (its latest-wins marker no longer holds it)."""
     job, worker.job_in_hand = worker.job_in_hand, None
-    if job is None or job.get_status(refresh=True) != JobStatus.STARTED:
+    try:
+        if job is None or job.get_status(refresh=True) != JobStatus.STARTED:
+            return
+    except InvalidJobOperation:  # Redis came back without the job (an older AOF, or empty)
         return
     job.delete()
     log.warning(
