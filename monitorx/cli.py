@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("simulator.cli", "a Galio-compatible feed with scripted incidents"),
     "demo": ("monitorx.demo", "the whole pipeline on a private Redis and the simulator"),
     "config": ("monitorx.configcmd", "check, show or convert a configuration"),
-    "silence": ("monitorx.silencecmd", "add, list or expire silences (mute alerts by label)"),
+    "silence": ("monitorx.silencecmd", "add, list or expire silences (stored; not applied yet)"),
     "bench": ("monitorx.bench", "benchmark bare RQ against the pipeline"),
     "backtest": ("monitorx.backtest", "replay a recording through the checks offline"),
 }
