@@ -27,7 +27,7 @@ from typing import TextIO
 from engine.plan import Plan, load_plan
 from monitorx.replay import DEFAULT_TICK, Fired, Options, Replay, Stats, read_recording
 from monitorx.replay_pool import ReplayPool, ShareFailed
-from shared.cli import config_or_exit, config_path
+from shared.cli import config_or_exit, config_path, instant
 from shared.lifecycle import setup_logging
 
 log = logging.getLogger(__name__)
@@ -44,19 +44,6 @@ BAR_INTERVAL = 0.1
 
 
 # ---------------------------------------------------------------- options
-
-
-def instant(text: str) -> float:
-    """A time option: ISO 8601 (UTC when no offset is given) or unix seconds."""
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time or unix seconds: {text!r}") from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def positive(text: str) -> float:

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("monitorx.demo", "the whole pipeline on a private Redis and the simulator"),
     "config": ("monitorx.configcmd", "check, show or convert a configuration"),
     "silence": ("monitorx.silencecmd", "add, list or expire silences (stored; not applied yet)"),
+    "dlq": ("monitorx.dlqcmd", "list, replay or purge dead letters (alerts given up on)"),
     "bench": ("monitorx.bench", "benchmark bare RQ against the pipeline"),
     "backtest": ("monitorx.backtest", "replay a recording through the checks offline"),
 }

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -45,3 +48,21 @@ def config_path(given: Path | None) -> Path | None:
     built-in one)."""
     env = os.environ.get("MONITORX_CONFIG")
     return given or (Path(env) if env else None)
+
+
+def instant(text: str) -> float:
+    """A time option (argparse ``type``): ISO 8601 (UTC when no offset is given) or unix seconds.
+    Returns unix seconds; anything else, and a number that is not finite, is an ArgumentTypeError."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(seconds):
+            raise argparse.ArgumentTypeError(f"not a finite number of unix seconds: {text!r}")
+        return seconds
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time or unix seconds: {text!r}") from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
