@@ -20,26 +20,10 @@ from shared.keys import Keys
 from shared.models import Alert
 from tests.helpers import free_port, wait_until
 from tests.slack_standin import Reply, SlackStandin
+from tests.test_alerter import make_alert
 
 KEYS = Keys()
 GONE = Reply(404, "no_service")
-
-
-def make_alert(n: int = 1) -> Alert:
-    now = time.time()
-    return Alert.model_validate(
-        {
-            "id": f"alert-{n:04d}",
-            "check": "low_balance",
-            "instance": "low_balance",
-            "account": f"acct-{n}",
-            "state": "firing",
-            "title": f"Low balance on acct-{n}",
-            "text": "Available balance 12.5 USDT is below 100 USDT.",
-            "observed_at": now - 1.0,
-            "emitted_at": now,
-        }
-    )
 
 
 def publish(r: redis_lib.Redis, alert: Alert) -> None:
