@@ -6,13 +6,24 @@ import argparse
 import logging
 import sys
 import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 
-from alerter.service import Alerter, sink_group
-from alerter.sinks import Sink, build_sinks
-from shared.cli import EXIT_USAGE, settings_or_exit
+from alerter.inhibit import compile_rules
+from alerter.notify import Receiver
+from alerter.receivers import build_receiver, legacy_receivers
+from alerter.route import build_route
+from alerter.router import Router
+from alerter.service import ANY_SINK, Delivery, dead_letter
+from engine.plan import builtin_config
+from shared.cli import EXIT_USAGE, config_or_exit, settings_or_exit
+from shared.config import Config, default_route, load, secret_environment
+from shared.keys import Keys
 from shared.lifecycle import Stopper, setup_logging
 from shared.redisio import Outage, connect, ride_out
 from shared.settings import AlertSettings
@@ -23,9 +34,11 @@ log = logging.getLogger(__name__)
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="monitorx alert",
-        description="Deliver alerts from the MonitorX alerts stream to the configured sinks: console "
-        "(MONITORX_CONSOLE), a JSONL file (MONITORX_ALERTS_JSONL), Slack (MONITORX_SLACK_WEBHOOK_URL) "
-        "and an HTTP webhook (MONITORX_WEBHOOK_URL). Settings come from MONITORX_* variables.",
+        description="Route, group and deliver alerts from the MonitorX alerts stream: to the "
+        "receivers and the route tree of the configuration (MONITORX_CONFIG), or, when it has no "
+        "route, each alert to every sink of the settings: console (MONITORX_CONSOLE), a JSONL file "
+        "(MONITORX_ALERTS_JSONL), Slack (MONITORX_SLACK_WEBHOOK_URL) and an HTTP webhook "
+        "(MONITORX_WEBHOOK_URL). Silences (monitorx silence) and inhibit rules apply.",
     )
     parser.add_argument("--console", action="store_true", help="also print each alert on standard output")
     parser.add_argument("--jsonl", type=Path, help="append delivered alerts to this JSONL file")
@@ -49,64 +62,120 @@ def _settings(args: argparse.Namespace) -> AlertSettings:
     return settings.model_copy(update=overrides)
 
 
-def _sinks(settings: AlertSettings) -> list[Sink]:
-    try:
-        sinks = build_sinks(settings)
-    except ValueError as exc:
-        sys.stderr.write(f"invalid setting: {exc}\n")  # the message never holds the URL
-        raise SystemExit(EXIT_USAGE) from None
-    if not sinks:
-        log.warning(
-            "no sink configured (MONITORX_CONSOLE, MONITORX_ALERTS_JSONL, MONITORX_SLACK_WEBHOOK_URL, "
-            "MONITORX_WEBHOOK_URL or --console): alerts stay queued on the stream, undelivered"
-        )
-    return sinks
+def receivers_of(config: Config, settings: AlertSettings) -> list[Receiver]:
+    """The configuration's receivers when it has a route tree, else the sinks of the settings.
+    Raises ValueError (never holding a secret) for a receiver that cannot be built."""
+    if config.route is None:
+        return legacy_receivers(settings)
+    env = secret_environment()
+    return [build_receiver(name, spec, env) for name, spec in config.receivers.items()]
+
+
+@dataclass
+class Alerter:
+    """One alerter process: the router and one delivery loop per receiver."""
+
+    router: Router
+    deliveries: list[Delivery]
+
+    def start(self) -> Alerter:
+        self.router.start()
+        for delivery in self.deliveries:
+            delivery.start()
+        return self
+
+    def step(self) -> int:
+        """Route and flush, then one step of each delivery loop (tests; the process runs each
+        loop in its own thread)."""
+        return self.router.step() + sum(d.step() for d in self.deliveries)
+
+
+def build_alerter(
+    r: redis.Redis,
+    settings: AlertSettings,
+    config: Config,
+    receivers: Sequence[Receiver],
+    stopping: Callable[[], bool] = lambda: False,
+    **options: Any,
+) -> Alerter:
+    """The router over ``config``'s route tree (or the default route to ``receivers``) and
+    inhibit rules, and a delivery loop per receiver. ``options`` go to every loop (``clock``,
+    ``block_ms``...)."""
+    keys = settings.keys
+    node = config.route if config.route is not None else default_route([x.name for x in receivers])
+    rules = compile_rules(config.inhibit_rules)
+    clock = options.get("clock")
+    extra = {k: v for k, v in options.items() if k in ("clock", "block_ms")}
+    router = Router(r, keys, build_route(node), rules, settings.consumer, _invalid(r, keys, clock), **extra)
+    loops = [
+        Delivery.from_settings(r, settings, receiver, rules=rules, stopping=stopping, **options)
+        for receiver in receivers
+    ]
+    return Alerter(router, loops)
+
+
+def _invalid(r: redis.Redis, keys: Keys, clock: Any) -> Callable[[str, dict[str, str], str], None]:
+    """What the router does with an unreadable alert entry: dead-letter it for every receiver."""
+
+    def put(entry_id: str, fields: dict[str, str], why: str) -> None:
+        now = clock() if clock is not None else time.time()
+        dead_letter(r, keys, fields.get("alert") or repr(fields), ANY_SINK, why, 0, now).execute()
+        log.error("invalid alert entry %s moved to %s: %s", entry_id, keys.dead, why[:200])
+
+    return put
+
+
+def _loop(target: Any, stopper: Stopper, name: str) -> None:
+    """Step until stopped, riding out Redis outages of any length (``shared.redisio.ride_out``):
+    after every Redis error ``start()`` again (a Redis that came back empty gets its groups)."""
+    ride_out(target, stopper, Outage(name))
 
 
 def run(alerter: Alerter, stopper: Stopper) -> None:
-    """Step until stopped, riding out Redis outages of any length (``shared.redisio.ride_out``):
-    one log line when Redis goes away and one when it is back, and after every Redis error
-    ``start()`` again, which recreates the consumer group of a Redis that came back empty."""
-    ride_out(alerter, stopper, Outage(f"alerter {alerter.group}"))
-
-
-def run_all(alerters: list[Alerter], stopper: Stopper) -> None:
-    """One delivery loop per sink, each in its own thread (the first in this one), so a sink that
-    hangs or is down never delays the others. All stop together on SIGTERM/SIGINT, each after the
-    entry in hand."""
-    threads = [threading.Thread(target=run, args=(a, stopper), name=f"sink-{a.group}") for a in alerters[1:]]
+    """The router in this thread, each delivery loop in its own, so a receiver that hangs or is
+    down never delays the others. All stop together on SIGTERM/SIGINT, each after its entry."""
+    threads = [
+        threading.Thread(target=_loop, args=(d, stopper, f"alerter {d.receiver.name}"), name=d.receiver.name)
+        for d in alerter.deliveries
+    ]
     for thread in threads:
         thread.start()
-    if alerters:
-        run(alerters[0], stopper)
-    else:
-        while not stopper.wait(1.0):  # nothing to deliver to: idle until told to stop
-            continue
+    _loop(alerter.router, stopper, "alerter router")
     for thread in threads:
         thread.join()
 
 
-def _close(alerter: Alerter) -> None:
+def _close(delivery: Delivery) -> None:
     try:
-        alerter.close()
+        delivery.close()
     except redis.RedisError as exc:
-        log.warning("could not leave the consumer group %s: %s", alerter.group, exc)
+        log.warning("could not leave the consumer group of %s: %s", delivery.stream, exc)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = _settings(args)
     setup_logging(settings.log_level, settings.log_format)
-    sinks = _sinks(settings)
+    path = settings.config
+    config = config_or_exit(lambda: builtin_config() if path is None else load(path).check_problems())
+    try:
+        receivers = receivers_of(config, settings)
+    except ValueError as exc:
+        sys.stderr.write(f"invalid setting: {exc}\n")  # the message never holds a secret
+        raise SystemExit(EXIT_USAGE) from None
+    if not receivers:
+        log.warning(
+            "no receiver configured (MONITORX_CONSOLE, MONITORX_ALERTS_JSONL, MONITORX_SLACK_WEBHOOK_URL, "
+            "MONITORX_WEBHOOK_URL, --console, or receivers: in the configuration): alerts are routed "
+            "nowhere"
+        )
     stopper = Stopper().install()
     r = connect(str(settings.redis_url))
-    alerters = [
-        Alerter.from_settings(r, settings, [sink], stopping=stopper.is_set, group=sink_group(sink.name))
-        for sink in sinks
-    ]
-    log.info("alerter %s delivering to: %s", settings.consumer, ", ".join(s.name for s in sinks) or "nothing")
-    run_all(alerters, stopper)
-    for alerter in alerters:
-        _close(alerter)
+    alerter = build_alerter(r, settings, config, receivers, stopping=stopper.is_set)
+    names = ", ".join(x.name for x in receivers) or "nothing"
+    log.info("alerter %s delivering to: %s", settings.consumer, names)
+    run(alerter, stopper)
+    for delivery in alerter.deliveries:
+        _close(delivery)
     log.info("alerter %s stopped", settings.consumer)
     return 0

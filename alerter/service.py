@@ -1,69 +1,73 @@
-"""The delivery loop. ``while not stopper.is_set(): alerter.step()``; tests call ``step()`` directly.
+"""A receiver's delivery loop: notices on ``notify:{receiver}`` -> dedup -> pace -> send -> record.
+``while not stopper.is_set(): delivery.step()``; tests call ``step()`` directly.
 
-State of one (alert id, sink) pair, kept in Redis so it survives restarts::
+The router (``alerter.router``) puts a notice ``group`` on the stream of the receiver when a group
+has something new for it or a repeat is due. Handling a notice: clear the group's ``queued`` flag
+(so a change made from here on is noticed again), read the group, drop what is muted now (inhibit,
+silence), and build the notifications of what the receiver has not been told (``alerter.dedup``:
+the delivery markers are the notification log). Each one is paced (``alerter.pace``), sent, and
+recorded; the notice is acknowledged when all are done.
 
-    pending --deliver ok----------------------------> sent     SET sent:{sink}:{id} "sent" EX ttl
-    pending --429, age < retry_for------------------> pending  no attempt counted; sink rests
-    pending --other retryable error, age < retry_for> pending  HINCRBY attempts:{id} sink; sink rests
-    pending --permanent error, or retryable at------> dead     XADD dead, SET sent:{sink}:{id} "dead",
-              age >= retry_for                                 HINCRBY counters alerts_dead, log ERROR
+State of one notification, kept in Redis so it survives restarts::
 
-The age of an alert is the time it has waited for this alerter: ``clock()`` minus its
-``emitted_at``, or minus the alerter's first start when it was emitted before (an alerter that was
-down for hours still gives the backlog it finds a full ``retry_for``). Retryable: timeouts,
-connection errors, 408,
-429 and 5xx; permanent: 400, 401, 403, 404, 410, a bad URL... Nothing else ever gives an alert
-up (there is no attempt limit), so an outage shorter than ``retry_for`` (an hour by default)
-loses nothing; the attempts hash only counts failures for the dead-letter record and the logs.
+    pending --send ok--------------------------------> sent   SET sent:{receiver}:{id} "sent" EX ttl
+                                                              for each new alert, the message ref,
+                                                              the group's sent_at, the send log
+    pending --channel not free (pace, Retry-After)---> pending  the receiver rests until it is
+    pending --429, age < retry_for-------------------> pending  no attempt counted; receiver rests
+    pending --other retryable error, age < retry_for-> pending  HINCRBY attempts:{id}; rests
+    pending --permanent error, or retryable at-------> dead   XADD dead per new alert, SET its
+              age >= retry_for                                marker "dead", log ERROR
 
-Rests, per sink and in memory. After a failure the sink rests (is not posted to) until
-``clock() + delay``: for a 429 the delay is its ``Retry-After`` as is, however long; otherwise
-(a 429 without a readable one too) it is ``shared.backoff.backoff_delay`` from ``retry_idle_ms``
-doubling up to ``retry_max_ms``, jittered, by the sink's consecutive failures (a success resets
-them). While a sink rests its alerts stay pending untouched, so an outage costs one probe per rest,
-not one per alert, and never holds up the other sinks. When every sink of the alerter rests,
-``step()`` reads nothing and only waits (at most ``block_ms``).
+The age of a notification is that of its oldest new alert: ``clock()`` minus its ``emitted_at``,
+or minus the alerter's first start when it was emitted before (an alerter that was down for
+hours still gives the backlog it finds a full ``retry_for``). Retryable: timeouts, connection
+errors, 408, 429 and 5xx; permanent: 400, 401, 403, 404, 410, a bad URL... Nothing else gives a
+notification up, so an outage shorter than ``retry_for`` (an hour by default) loses nothing.
 
-Reading, each step: this consumer's own pending entries first (``XREADGROUP`` from id 0, a page a
-step) after ``start()`` (at process start, after each Redis error) and after each rest, so a
-restarted alerter (stable consumer name) or a rested sink resumes at once; then ``XAUTOCLAIM`` of
-entries idle ``retry_idle_ms`` or more (those of a dead consumer); then new entries. A stream entry
-is acknowledged (XACK) once every sink is ``sent`` or ``dead`` for its alert id; only the sinks
-still pending are tried. Markers are keyed by alert id, not stream id, so an alert a worker wrote
-twice is delivered once per sink.
+Rests, per receiver and in memory. After a failure the receiver rests until ``clock() + delay``:
+for a 429 the delay is its ``Retry-After`` as is, however long (and the channel is held that long
+for every replica); otherwise ``shared.backoff.backoff_delay`` from ``retry_idle_ms`` doubling up
+to ``retry_max_ms``, jittered, by consecutive failures. While it rests its notices stay pending
+untouched, so an outage costs one probe per rest and never holds up another receiver (each has
+its own loop and thread).
 
-``start()`` (re)creates the consumer group and may be called again at any time; every Redis error
-(including ``NOGROUP`` after Redis came back empty) leaves ``step()`` for the caller
-(``shared.redisio.ride_out``), which calls ``start()`` again. An empty Redis has lost its markers:
-an alert still on the new stream, or written again, can then be delivered a second time.
+Reading, each step: this consumer's own pending notices first after ``start()`` and after each
+rest, then ``XAUTOCLAIM`` of notices idle ``retry_idle_ms`` or more (those of a dead replica), then
+new ones. ``start()`` (re)creates the consumer group; every Redis error leaves ``step()`` for the
+caller (``shared.redisio.ride_out``), which calls ``start()`` again.
 
-Ordering, per sink: deliver -> SET marker; per entry: all markers -> XACK. A crash after XACK
-loses nothing and a crash before the delivery repeats nothing. The only window that can duplicate
-is a crash between a successful delivery and its marker: the entry comes back, the marker is
-missing, and the alert is posted again; webhooks carry no idempotency key the receiver would honour
-(Slack's has none), so this window cannot be closed from our side, only kept to one Redis round
-trip. (A Redis error at that point acts the same. Below us, slack-sdk retries a connection reset
-that may follow an accepted post: see pitfalls.)
+Exactly once. Per notification: send -> record (markers, ref, sent_at, in one transaction). A
+crash after the record repeats nothing (the markers say the alerts were told); a crash before
+the send repeats nothing either. The one window is a crash between a send and its record: before
+each send the alert ids go to ``inflight:{receiver}:{group}``, and a later send that finds them
+there counts a possible duplicate (``notifications_maybe_duplicated``, logged). A Slack bot
+receiver closes that window itself: it finds its own message by its metadata and updates it
+instead of posting again. Two replicas never send one group at once while its notice is handled
+by one of them (a stream entry has one owner); a peer takes a notice over only after
+``retry_idle_ms``, so keep that above the time one send takes.
 
-A SIGTERM sets the stop flag only: the entry in hand finishes (delivery, marker, ack) first, and
-the rest of the batch, read but not handled, stays pending for the next run.
-
-With several alerters, keep ``retry_idle_ms`` above the time one batch takes, or a peer may
-reclaim entries this one is still working on and deliver them too.
+A SIGTERM sets the stop flag only: the notice in hand finishes (send, record, ack) first.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
-from pydantic import ValidationError
 
-from alerter.sinks import DeliveryError, Sink
+from alerter.dedup import new_events, notifications, visible
+from alerter.groups import Group, Groups, settled_fields
+from alerter.inhibit import Rule
+from alerter.mute import load_mute
+from alerter.notify import MessageRef, Notification, Receiver
+from alerter.pace import Pacer
+from alerter.sinks import DeliveryError
 from shared import keys as K
 from shared.backoff import BackoffPolicy, backoff_delay
 from shared.keys import Keys
@@ -79,35 +83,49 @@ DEAD = "dead"
 ANY_SINK = "*"
 """The ``sink`` of a dead-letter entry whose alert could not be read at all."""
 ERROR_CHARS = 500
+NOTIFY_MAXLEN = 10_000
+"""Handled notices kept on a receiver's stream (unhandled ones are never trimmed)."""
+TRIM_EVERY = 100
+"""Steps between two trims of the receiver's stream."""
 
 Entry = tuple[str, dict[str, str]]
 
 
-def _label(alert: Alert) -> str:
-    return f"{alert.check} {alert.account} {alert.state} (alert {alert.id})"
+def _label(n: Notification) -> str:
+    ids = ", ".join(a.id for a in (n.new or n.alerts)[:3])
+    more = f" +{len(n.new or n.alerts) - 3}" if len(n.new or n.alerts) > 3 else ""
+    return f"group {n.group_key} v{n.version} ({'repeat' if n.repeat else 'alerts'} {ids}{more})"
 
 
-def sink_group(sink_name: str) -> str:
-    """The consumer group of one sink's delivery loop: ``alert:slack``, ``alert:jsonl``, ..."""
-    return f"{K.ALERT_GROUP}:{sink_name}"
-
-
-ALERTS_MAXLEN = 10_000
-"""Delivered alerts kept on the stream for inspection (undelivered ones are never trimmed)."""
-TRIM_EVERY = 100
-"""Steps between two trims of the alerts stream."""
+def dead_letter(
+    r: redis.Redis, keys: Keys, raw: str, receiver: str, error: str, attempts: int, now: float
+) -> Any:
+    """A transaction with one dead-letter XADD and the alerts_dead count queued: the caller adds
+    its other writes and executes it."""
+    record: dict[Any, Any] = {
+        "alert": raw,
+        "sink": receiver,
+        "error": error[:ERROR_CHARS],
+        "attempts": attempts,
+        "failed_at": repr(now),
+    }
+    pipe = r.pipeline(transaction=True)
+    pipe.xadd(keys.dead, record, maxlen=K.DEAD_MAXLEN, approximate=True)
+    pipe.hincrby(keys.counters, K.COUNTER_DEAD, 1)
+    return pipe
 
 
 @dataclass
-class Alerter:
+class Delivery:
     r: redis.Redis
     """A client with ``decode_responses=True`` (shared.redisio.connect's default)."""
     keys: Keys
-    sinks: Sequence[Sink]
-    """One or more (the CLI runs one alerter per sink)."""
+    receiver: Receiver
     consumer: str
     """Stable across restarts (AlertSettings.consumer), so a restarted alerter finds its own
-    pending entries at once."""
+    pending notices at once."""
+    rules: tuple[Rule, ...] = ()
+    """The inhibit rules (the router's), applied again when sending."""
     retry_for: float = 3600.0
     retry_idle_ms: int = 5_000
     retry_max_ms: int = 30_000
@@ -117,260 +135,284 @@ class Alerter:
     batch: int = 20
     block_ms: int = 1000
     clock: Callable[[], float] = time.time
-    """Unix time: alert ages and rests are measured with it (tests move it by hand)."""
+    """Unix time: ages, rests and pacing are measured with it (tests move it by hand)."""
     stopping: Callable[[], bool] = lambda: False
-    """Checked between entries: once true, the rest of the batch stays pending."""
-    group: str = K.ALERT_GROUP
-    """The consumer group this alerter reads through. The CLI runs one alerter per sink, each in
-    its own group (``sink_group``), so a sink that is down or slow never delays another."""
+    """Checked between notices: once true, the rest of the batch stays pending."""
+    pacer: Pacer | None = None
+    """None: ``Pacer(r, keys)``."""
     _steps: int = 0
     _claim_cursor: str = "0-0"
     started_at: float = 0.0
     """clock() at the first start: the earliest time an alert's wait is counted from."""
     _own_cursor: str | None = "0"
-    """Where the next read of this consumer's own pending entries starts; None: all read."""
-    _resting: dict[str, float] = field(default_factory=dict)
-    """Sink name -> clock() time before which it is not posted to."""
-    _failures: dict[str, int] = field(default_factory=dict)
-    """Sink name -> consecutive failures (a success resets it): the backoff's exponent."""
+    _resting_until: float = 0.0
+    _failures: int = 0
 
     @classmethod
     def from_settings(
-        cls, r: redis.Redis, settings: AlertSettings, sinks: Sequence[Sink], **kwargs: Any
-    ) -> Alerter:
-        return cls(
-            r,
-            settings.keys,
-            sinks,
-            settings.consumer,
-            retry_for=settings.retry_for,
-            retry_idle_ms=settings.retry_idle_ms,
-            retry_max_ms=settings.retry_max_ms,
-            sent_ttl=settings.sent_ttl,
-            **kwargs,
-        )
+        cls, r: redis.Redis, settings: AlertSettings, receiver: Receiver, **kwargs: Any
+    ) -> Delivery:
+        """A loop with the settings' retry options; ``kwargs`` override any of them."""
+        options: dict[str, Any] = {
+            "retry_for": settings.retry_for,
+            "retry_idle_ms": settings.retry_idle_ms,
+            "retry_max_ms": settings.retry_max_ms,
+            "sent_ttl": settings.sent_ttl,
+        }
+        return cls(r, settings.keys, receiver, settings.consumer, **(options | kwargs))
 
-    def start(self) -> Alerter:
+    @property
+    def stream(self) -> str:
+        return self.keys.notify(self.receiver.name)
+
+    def start(self) -> Delivery:
         """(Re)create the consumer group (and the stream) if missing, and read this consumer's own
-        pending entries again from the start on the next step. Safe to call at any time: after a
-        Redis error, and after Redis came back empty (``NOGROUP``)."""
+        pending notices again from the start on the next step. Safe to call at any time."""
         self.started_at = self.started_at or self.clock()
-        ensure_group(self.r, self.keys.alerts, self.group)
-        self._own_cursor = "0"
-        self._claim_cursor = "0-0"
+        self.pacer = self.pacer or Pacer(self.r, self.keys)
+        ensure_group(self.r, self.stream, K.DELIVER_GROUP)
+        self._own_cursor, self._claim_cursor = "0", "0-0"
         return self
 
     def step(self) -> int:
-        """Own pending entries (after a start or a rest), then retries due, then new entries.
-        Returns the number of entries handled. Call ``start()`` first; Redis errors are raised to
-        the caller, which calls ``start()`` again (``shared.redisio.ride_out``)."""
-        rest = self._wake()
-        if rest > 0:  # every sink rests: leave the alerts where they are
+        """Own pending notices (after a start or a rest), then those of a dead peer, then new
+        ones. Returns the number handled. Redis errors are raised to the caller."""
+        rest = self._resting_until - self.clock()
+        if rest > 0:  # leave the notices where they are
             time.sleep(min(rest, self.block_ms / 1000))
             return 0
+        if self._resting_until:
+            self._resting_until, self._own_cursor = 0.0, "0"
         self._steps += 1
         if self._steps % TRIM_EVERY == 0:
-            safe_trim(self.r, self.keys.alerts, ALERTS_MAXLEN)
+            safe_trim(self.r, self.stream, NOTIFY_MAXLEN)
         handled = 0
         for read in (self._read_own, self._reclaim):
             handled += self._handle_all(read())
-            if self.stopping() or self._all_resting():
-                return handled  # a probe failed: the rest waits for the sink's next turn
-        return handled + self._handle_all(self._read(block=handled == 0))
+            if self.stopping() or self._resting_until:
+                return handled
+        return handled + self._handle_all(self._xread(">", self.block_ms if handled == 0 else None))
 
     def close(self) -> None:
         """Leave the group if nothing is pending for this consumer (per-pid names pile up)."""
         mine = self.r.xpending_range(
-            self.keys.alerts, self.group, min="-", max="+", count=1, consumername=self.consumer
+            self.stream, K.DELIVER_GROUP, min="-", max="+", count=1, consumername=self.consumer
         )
         if not mine:
-            self.r.xgroup_delconsumer(self.keys.alerts, self.group, self.consumer)
-
-    # -- resting ---------------------------------------------------------------------------------
-
-    def _wake(self) -> float:
-        """End the rests that are over (this consumer's own pending entries are then read again,
-        so the alerts a sink skipped go out at once). Returns the seconds until some sink may be
-        posted to: 0 unless every sink rests."""
-        now = self.clock()
-        over = [name for name, until in self._resting.items() if until <= now]
-        for name in over:
-            del self._resting[name]
-        if over:
-            self._own_cursor = "0"
-        if not self._all_resting():
-            return 0.0
-        return min(self._resting.values()) - now
-
-    def _all_resting(self) -> bool:
-        return all(sink.name in self._resting for sink in self.sinks)
-
-    def _rest(self, sink_name: str, error: DeliveryError) -> float:
-        """Rest a sink after a retryable failure; returns the delay in seconds: the receiver's
-        ``Retry-After`` when it gave one, else the capped, jittered backoff."""
-        if error.retry_after is not None:
-            delay = error.retry_after
-        else:
-            failures = self._failures[sink_name] = self._failures.get(sink_name, 0) + 1
-            policy = BackoffPolicy(self.retry_idle_ms / 1000, self.retry_max_ms / 1000)
-            delay = backoff_delay(policy, failures)
-        self._resting[sink_name] = self.clock() + delay
-        return delay
+            self.r.xgroup_delconsumer(self.stream, K.DELIVER_GROUP, self.consumer)
 
     # -- reading ---------------------------------------------------------------------------------
 
     def _read_own(self) -> list[Entry]:
-        """The next page of this consumer's own pending entries (read before a restart or a
-        Redis error, or skipped while a sink rested), while there are any since ``start()`` or
-        the last rest. Entries deleted from the stream meanwhile are acknowledged."""
         if self._own_cursor is None:
             return []
         page = self._xread(self._own_cursor)
         self._own_cursor = page[-1][0] if len(page) >= self.batch else None
-        self._ack_deleted([eid for eid, fields in page if not fields])
-        entries = [(eid, fields) for eid, fields in page if fields]
-        if entries:
-            log.info("handling %d alert entries this consumer had pending", len(entries))
-        return entries
-
-    def _ack_deleted(self, deleted: list[str]) -> None:
-        """Acknowledge pending entries whose body the stream no longer holds (trimmed or deleted):
-        nothing is left to deliver."""
-        if deleted:
-            log.warning("%d pending alert entries were deleted from the stream: acknowledged", len(deleted))
-            self.r.xack(self.keys.alerts, self.group, *deleted)
+        self._ack([eid for eid, fields in page if not fields])
+        return [(eid, fields) for eid, fields in page if fields]
 
     def _reclaim(self) -> list[Entry]:
-        """Pending entries idle ``retry_idle_ms`` or more: those of a consumer that died, and this
-        one's own that no other read picked up."""
-        stream, idle, cursor = self.keys.alerts, self.retry_idle_ms, self._claim_cursor
-        reply: Any = self.r.xautoclaim(stream, self.group, self.consumer, idle, cursor, count=self.batch)
+        idle, cursor = self.retry_idle_ms, self._claim_cursor
+        reply: Any = self.r.xautoclaim(
+            self.stream, K.DELIVER_GROUP, self.consumer, idle, cursor, count=self.batch
+        )
         self._claim_cursor = str(reply[0])
-        self._ack_deleted([str(eid) for eid in (reply[2] if len(reply) > 2 else [])])
-        entries = [(str(eid), dict(fields or {})) for eid, fields in reply[1]]
-        if entries:
-            log.info("retrying %d pending alert entries", len(entries))
-        return entries
-
-    def _read(self, block: bool) -> list[Entry]:
-        return self._xread(">", self.block_ms if block else None)
+        self._ack([str(eid) for eid in (reply[2] if len(reply) > 2 else [])])
+        return [(str(eid), dict(fields or {})) for eid, fields in reply[1]]
 
     def _xread(self, cursor: str, block_ms: int | None = None) -> list[Entry]:
-        """One page of ``XREADGROUP`` from ``cursor`` (``>``: new entries); an entry deleted from
-        the stream comes with empty fields."""
-        streams: dict[Any, Any] = {self.keys.alerts: cursor}
-        reply: Any = self.r.xreadgroup(self.group, self.consumer, streams, count=self.batch, block=block_ms)
+        streams: dict[Any, Any] = {self.stream: cursor}
+        reply: Any = self.r.xreadgroup(
+            K.DELIVER_GROUP, self.consumer, streams, count=self.batch, block=block_ms
+        )
         return [(str(eid), dict(fields or {})) for _, entries in reply or [] for eid, fields in entries]
+
+    def _ack(self, ids: list[str]) -> None:
+        if ids:
+            self.r.xack(self.stream, K.DELIVER_GROUP, *ids)
 
     def _handle_all(self, entries: list[Entry]) -> int:
         handled = 0
         for entry_id, fields in entries:
-            if self.stopping():
+            if self.stopping() or self._resting_until:
                 break
             self.handle(entry_id, fields)
             handled += 1
         return handled
 
-    # -- one entry -------------------------------------------------------------------------------
+    # -- one notice ------------------------------------------------------------------------------
 
     def handle(self, entry_id: str, fields: dict[str, str]) -> None:
-        """Deliver one entry to every sink still pending for it; ack when all are done."""
-        raw = fields.get("alert")
-        try:
-            alert = Alert.model_validate_json(raw or "")
-        except ValidationError as exc:
-            self._dead_letter_invalid(entry_id, fields, exc)
-            return
-        markers: Any = self.r.mget([self.keys.sent(sink.name, alert.id) for sink in self.sinks])
-        done = [
-            marker is not None or self._deliver(alert, raw or "", sink)
-            for sink, marker in zip(self.sinks, markers, strict=True)
-        ]
-        if all(done):
-            pipe = self.r.pipeline(transaction=False)
-            pipe.xack(self.keys.alerts, self.group, entry_id)
-            pipe.delete(self.keys.attempts(alert.id))
-            pipe.execute()
+        """Send what the group has new for the receiver; ack when all of it is sent or dead."""
+        groups, key = Groups(self.r, self.keys), fields.get("group", "")
+        groups.set_queued(key, False)  # a change from here on queues a new notice
+        group = groups.load(key)
+        if group is None or all(self._send(groups, group, n) for n in self._compose(group, fields)):
+            self._ack([entry_id])
 
-    def _deliver(self, alert: Alert, raw: str, sink: Sink) -> bool:
-        """One sink, one alert without a marker. True when the pair is now finished (sent or dead),
-        False when it stays pending. deliver -> SET marker: a crash in between re-delivers."""
-        if sink.name in self._resting:
+    def _compose(self, group: Group, fields: dict[str, str]) -> list[Notification]:
+        mute = load_mute(self.r, self.keys, self.rules, self.clock())
+        shown = visible(group, mute)
+        ids = sorted({a.id for a in shown} | set(group.events))
+        markers: Any = self.r.mget([self.keys.sent(self.receiver.name, i) for i in ids]) if ids else []
+        told = {i: m is not None for i, m in zip(ids, markers, strict=True)}
+        version = int(group.raw.get("sent", "0")) + 1
+        return notifications(
+            group, shown, new_events(group, shown, told), fields.get("repeat") == "1", version
+        )
+
+    def _send(self, groups: Groups, group: Group, note: Notification) -> bool:
+        """One notification: True when it is finished (sent or dead), False when it waits."""
+        now = self.clock()
+        assert self.pacer is not None
+        wait = self.pacer.take(self.receiver.channel, now)
+        if wait > 0:
+            self._resting_until = now + wait
             return False
+        self._check_inflight(note)
+        started = time.monotonic()
         try:
-            sink.deliver(alert, self.clock())
+            ref = self.receiver.send(note, self._ref(group.key), now)
         except DeliveryError as exc:
-            return self._failed(alert, raw, sink, exc)
-        except Exception as exc:  # noqa: BLE001 -- a sink bug must not stop the other sinks
-            return self._failed(alert, raw, sink, DeliveryError(redact(f"{type(exc).__name__}: {exc}"), True))
-        self._failures.pop(sink.name, None)
-        pipe = self.r.pipeline(transaction=True)
-        pipe.set(self.keys.sent(sink.name, alert.id), SENT, ex=self.sent_ttl)
-        pipe.hincrby(self.keys.counters, K.COUNTER_DELIVERED, 1)
-        pipe.execute()
-        log.info("delivered %s to %s", _label(alert), sink.name)
+            return self._failed(groups, group, note, exc, time.monotonic() - started)
+        except Exception as exc:  # noqa: BLE001 -- a receiver bug must not stop the loop
+            error = DeliveryError(redact(f"{type(exc).__name__}: {exc}"), True)
+            return self._failed(groups, group, note, error, time.monotonic() - started)
+        self._record(groups, group, note, ref, time.monotonic() - started)
         return True
 
-    def _failed(self, alert: Alert, raw: str, sink: Sink, error: DeliveryError) -> bool:
-        """A failed delivery: the pair stays pending (the sink rests) while the error is retryable
-        and the alert younger than ``retry_for``; otherwise it is dead-lettered. True when dead."""
-        attempts = self._count_attempt(alert.id, sink.name, counted=not error.rate_limited)
-        age = self.clock() - max(alert.emitted_at, self.started_at)
-        delay = self._rest(sink.name, error) if error.retryable else 0.0
-        if error.retryable and age < self.retry_for:
+    def _ref(self, key: str) -> MessageRef | None:
+        raw: Any = self.r.get(self.keys.ref(key))
+        if not raw:
+            return None
+        data = json.loads(raw)
+        return MessageRef(data["channel"], data["ts"], data.get("data", {}))
+
+    def _check_inflight(self, note: Notification) -> None:
+        """Count a possible duplicate when an earlier send of these alerts was never recorded,
+        then mark these as in flight."""
+        key = self.keys.inflight(self.receiver.name, note.group_key)
+        ids = [a.id for a in note.new]
+        earlier: Any = self.r.getset(key, json.dumps(ids))
+        self.r.expire(key, self.sent_ttl)
+        if earlier and set(json.loads(earlier)) & set(ids):
+            self.r.hincrby(self.keys.counters, K.COUNTER_MAYBE_DUPLICATED, 1)
+            log.warning(
+                "%s to %s may be a duplicate: an earlier send of it was never recorded (a crash)",
+                _label(note),
+                self.receiver.name,
+            )
+
+    def _record(
+        self, groups: Groups, group: Group, note: Notification, ref: MessageRef | None, took: float
+    ) -> None:
+        self._failures = 0
+        now = self.clock()
+        pipe = self.r.pipeline(transaction=True)
+        for alert in note.new:
+            pipe.set(self.keys.sent(self.receiver.name, alert.id), SENT, ex=self.sent_ttl)
+            pipe.delete(self.keys.attempts(alert.id))
+        if ref is not None:
+            body = {"channel": ref.channel, "ts": ref.ts, "data": ref.data}
+            pipe.set(self.keys.ref(group.key), json.dumps(body), ex=self.sent_ttl)
+        pipe.hset(self.keys.group(group.key), mapping={"sent_at": repr(now)})
+        pipe.hincrby(self.keys.group(group.key), "sent", 1)
+        pipe.delete(self.keys.inflight(self.receiver.name, group.key))
+        pipe.hincrby(self.keys.counters, K.COUNTER_DELIVERED, len(note.new))
+        pipe.hincrby(self.keys.counters, K.COUNTER_NOTIFICATIONS, 1)
+        self._log(pipe, note, "sent", took, "")
+        every = group.route.repeat_interval
+        if every > 0 and note.firing:
+            pipe.zadd(self.keys.groups, {group.key: now + every}, lt=True)
+        pipe.execute()
+        groups.forget(group, settled_fields(group, note.new))
+        log.info("sent %s to %s", _label(note), self.receiver.name)
+
+    def _log(self, pipe: Any, note: Notification, status: str, took: float, error: str) -> None:
+        entry = {
+            "receiver": self.receiver.name,
+            "group": note.group_key,
+            "status": status,
+            "latency_ms": f"{took * 1000:.1f}",
+            "alerts": len(note.new or note.alerts),
+            "error": error[:ERROR_CHARS],
+            "at": repr(self.clock()),
+        }
+        pipe.xadd(self.keys.sendlog, entry, maxlen=K.NOTIFY_LOG_MAXLEN, approximate=True)
+
+    # -- failures --------------------------------------------------------------------------------
+
+    def _failed(
+        self, groups: Groups, group: Group, note: Notification, error: DeliveryError, took: float
+    ) -> bool:
+        """The notification stays pending (the receiver rests) while the error is retryable and
+        its oldest alert younger than ``retry_for``; otherwise its alerts are dead-lettered."""
+        attempts = self._count_attempts(note, counted=not error.rate_limited)
+        oldest = min((a.emitted_at for a in note.new), default=self.clock())
+        age = self.clock() - max(oldest, self.started_at)
+        retry = error.retryable and age < self.retry_for
+        pipe = self.r.pipeline(transaction=False)
+        self._log(pipe, note, "retry" if retry else "dead", took, error.message)
+        pipe.execute()
+        if retry:
+            delay = self._rest(error)
             attempt = "rate limited, no attempt counted" if error.rate_limited else f"attempt {attempts}"
             log.warning(
-                "delivery of %s to %s failed (%s), the sink rests %.1f s: %s",
-                *(_label(alert), sink.name, attempt, delay, error.message),
+                "sending %s to %s failed (%s), the receiver rests %.1f s: %s",
+                *(_label(note), self.receiver.name, attempt, delay, error.message),
             )
             return False
-        why = (
-            f"the alert has waited {age:.0f} s (retry_for {self.retry_for:.0f} s)"
-            if error.retryable
-            else "permanent"
-        )
-        self._give_up(alert, raw, sink.name, f"{why}: {error.message}", attempts)
+        why = f"waited {age:.0f} s (retry_for {self.retry_for:.0f} s)" if error.retryable else "permanent"
+        self._give_up(groups, group, note, f"{why}: {error.message}", attempts)
         return True
 
-    def _give_up(self, alert: Alert, raw: str, sink_name: str, why: str, attempts: int) -> None:
-        """Dead-letter one (alert, sink) pair, count it and say so loudly."""
-        pipe = self._dead_letter(raw, sink_name, why, attempts)
-        pipe.set(self.keys.sent(sink_name, alert.id), DEAD, ex=self.sent_ttl)
-        pipe.execute()
-        log.error(
-            "GAVE UP delivering %s to %s after %d failed attempt(s), %s -- in the dead-letter stream %s",
-            *(_label(alert), sink_name, attempts, why, self.keys.dead),
-        )
+    def _rest(self, error: DeliveryError) -> float:
+        """Rest after a retryable failure: a ``Retry-After`` as given (and the channel held as
+        long for every replica), else the capped, jittered backoff."""
+        now = self.clock()
+        if error.retry_after is not None:
+            delay = error.retry_after
+            assert self.pacer is not None
+            self.pacer.hold(self.receiver.channel, now + delay, now)
+        else:
+            self._failures += 1
+            policy = BackoffPolicy(self.retry_idle_ms / 1000, self.retry_max_ms / 1000)
+            delay = backoff_delay(policy, self._failures)
+        self._resting_until = now + delay
+        return delay
 
-    def _count_attempt(self, alert_id: str, sink_name: str, counted: bool) -> int:
-        """Failed attempts of this pair so far, this one included when ``counted`` (a rate limit
-        is not an attempt)."""
-        key = self.keys.attempts(alert_id)
+    def _count_attempts(self, note: Notification, counted: bool) -> int:
+        """Failed attempts of the notification's first new alert so far (this one included when
+        ``counted``: a rate limit is not an attempt)."""
+        if not note.new:
+            return 0
+        key = self.keys.attempts(note.new[0].id)
         if not counted:
-            return int(self.r.hget(key, sink_name) or 0)
+            return int(self.r.hget(key, self.receiver.name) or 0)
         pipe = self.r.pipeline(transaction=True)
-        pipe.hincrby(key, sink_name, 1)
-        pipe.expire(key, self.sent_ttl)
+        for alert in note.new:
+            pipe.hincrby(self.keys.attempts(alert.id), self.receiver.name, 1)
+            pipe.expire(self.keys.attempts(alert.id), self.sent_ttl)
         return int(pipe.execute()[0])
 
-    def _dead_letter(self, raw: str, sink_name: str, error: str, attempts: int) -> Any:
-        """A transaction with the dead-letter XADD and the alerts_dead count queued: the caller adds
-        its other writes and executes it."""
-        record: dict[Any, Any] = {
-            "alert": raw,
-            "sink": sink_name,
-            "error": error[:ERROR_CHARS],
-            "attempts": attempts,
-            "failed_at": repr(self.clock()),
-        }
-        pipe = self.r.pipeline(transaction=True)
-        pipe.xadd(self.keys.dead, record, maxlen=K.DEAD_MAXLEN, approximate=True)
-        pipe.hincrby(self.keys.counters, K.COUNTER_DEAD, 1)
-        return pipe
+    def _give_up(self, groups: Groups, group: Group, note: Notification, why: str, attempts: int) -> None:
+        """Dead-letter each new alert of the notification, mark it, say so loudly."""
+        now = self.clock()
+        for alert in note.new:
+            pipe = dead_letter(
+                self.r, self.keys, alert.model_dump_json(), self.receiver.name, why, attempts, now
+            )
+            pipe.set(self.keys.sent(self.receiver.name, alert.id), DEAD, ex=self.sent_ttl)
+            pipe.execute()
+        if note.repeat:
+            self.r.hset(self.keys.group(group.key), "sent_at", repr(now))
+        groups.forget(group, settled_fields(group, note.new))
+        log.error(
+            "GAVE UP sending %s to %s after %d failed attempt(s), %s -- in the dead-letter stream %s",
+            *(_label(note), self.receiver.name, attempts, why, self.keys.dead),
+        )
 
-    def _dead_letter_invalid(self, entry_id: str, fields: dict[str, str], exc: ValidationError) -> None:
-        reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'alert'}: {e['msg']}" for e in exc.errors())
-        pipe = self._dead_letter(fields.get("alert") or repr(fields), ANY_SINK, f"invalid alert: {reason}", 0)
-        pipe.xack(self.keys.alerts, self.group, entry_id)
-        pipe.execute()
-        log.error("invalid alert entry %s moved to %s: %s", entry_id, self.keys.dead, reason[:200])
+
+def alert_text(alert: Alert) -> str:
+    """``check account state (alert id)``: how logs name an alert."""
+    return f"{alert.check} {alert.account} {alert.state} (alert {alert.id})"

@@ -4,6 +4,10 @@ An alert's id derives from its event, so the same event always gets the same id 
 delivers it once, however often it is written: by default from (instance, account, check, state,
 keys..., time of the evaluation); events of their own kind (a report slot, a failed job, a refused
 configuration file) pass the parts that identify them as ``event``.
+
+An alert's identity across its events is its ``fingerprint`` (``shared.models.fingerprint`` of
+instance, account and keys), and everything routing, silences and inhibition match on is its
+``labels`` (see :func:`make_alert`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 
 from engine.checks.base import Message
 from shared.keys import COUNTER_ALERTS, COUNTER_CHECK_ERRORS, Keys
-from shared.models import Alert, AlertState, alert_id
+from shared.models import Alert, AlertState, alert_id, fingerprint
 
 
 def make_alert(
@@ -27,11 +31,20 @@ def make_alert(
     emitted_at: float,
     keys: Sequence[str] = (),
     labels: Mapping[str, str] | None = None,
+    config_labels: Mapping[str, str] | None = None,
     event: Sequence[object] | None = None,
 ) -> Alert:
     """An alert of ``check`` about ``account``: ``observed_at`` is the time of the evaluation (or
-    of the event), ``emitted_at`` the wall clock of the process writing it."""
+    of the event), ``emitted_at`` the wall clock of the process writing it.
+
+    Its labels are the full set: ``config_labels`` (those the configuration attaches,
+    ``engine.plan.Bound.labels_for``), then the caller's ``labels`` (which win over them), then
+    the built-in ones (which win over both, ``shared.models.BUILTIN_LABELS``): ``check``,
+    ``instance``, ``account``, ``venue`` (:func:`venue_of`; left out when empty), ``severity``
+    and ``key`` (the keys joined by ``,``; left out when there are none)."""
     parts = event if event is not None else (instance, account, check, state, *keys, repr(observed_at))
+    key = ",".join(keys)
+    builtin = _builtin_labels(check, instance, account, message.severity, key)
     return Alert(
         id=alert_id(*parts),
         check=check,
@@ -44,8 +57,28 @@ def make_alert(
         text=message.text,
         observed_at=observed_at,
         emitted_at=emitted_at,
-        labels=dict(labels or {}),
+        labels={**builtin, **(config_labels or {}), **(labels or {}), **builtin},  # built-ins listed first
+        fingerprint=fingerprint(instance, account, key),
     )
+
+
+def _builtin_labels(check: str, instance: str, account: str, severity: str, key: str) -> dict[str, str]:
+    labels = {"check": check, "instance": instance, "account": account}
+    venue = venue_of(account)
+    if venue:
+        labels["venue"] = venue
+    labels["severity"] = severity
+    if key:
+        labels["key"] = key
+    return labels
+
+
+def venue_of(account: str) -> str:
+    """The venue of an account id: its first ``-``-separated part, lower-cased
+    (``BINANCE-AAZ01-UM`` -> ``binance``, ``OKX-...`` -> ``okx``); empty for an id without a
+    ``-`` (a report's ``*``, a feed name) or starting with one."""
+    head, dash, _ = account.partition("-")
+    return head.lower() if dash else ""
 
 
 def emit(client: Any, keys: Keys, alerts: Sequence[Alert]) -> None:

@@ -132,6 +132,7 @@ def _alert(
         observed_at=now,
         emitted_at=clock,
         keys=keys,
+        config_labels=bound.labels_for(account),
     )
 
 
@@ -196,6 +197,7 @@ def report_alerts(
             observed_at=slot,
             emitted_at=clock,
             labels={"late": "true"} if late else {},
+            config_labels=bound.labels_for(label),
             event=(bound.name, label, "report", repr(slot)),
         )
         for label, message in messages
@@ -213,6 +215,7 @@ def _report_error(bound: Bound, slot: float, clock: float, exc: Exception) -> Al
         observed_at=slot,
         emitted_at=clock,
         keys=(ERROR_KEY,),
+        config_labels=bound.labels_for("*"),
         event=(bound.name, "report-error", repr(slot)),
     )
 
@@ -222,7 +225,8 @@ def _report_error(bound: Bound, slot: float, clock: float, exc: Exception) -> Al
 
 def job_failure_alert(job_id: str, instance: str, account: str, reason: str, now: float) -> Alert:
     """The check_error of a job that failed outside the check (a worker died, a crash in the
-    framework); one per job."""
+    framework); one per job. Only the built-in labels: the failure callback may run without the
+    configuration (``workers.jobs.on_job_failure``)."""
     return make_alert(
         instance=instance,
         check="check_error",

@@ -16,7 +16,15 @@ from pydantic import BaseModel, ValidationError
 from engine.checks.base import CheckSpec, ReportSpec
 from engine.registry import Registry
 from engine.state import Policy
-from shared.config import Config, ConfigError, Instance, Problem, unknown_check, validation_problems
+from shared.config import (
+    Config,
+    ConfigError,
+    Instance,
+    Problem,
+    account_labels_for,
+    unknown_check,
+    validation_problems,
+)
 
 STALE_INSTANCE = "stale_data:all"
 """Name of the stale-data instance added over every configured account when none is configured."""
@@ -24,11 +32,19 @@ STALE_INSTANCE = "stale_data:all"
 
 @dataclass(frozen=True)
 class Bound:
-    """One enabled instance with its check and validated params."""
+    """One enabled instance with its check and validated params, and the configuration's
+    ``account_labels`` (which its alerts carry, see :meth:`labels_for`)."""
 
     instance: Instance
     spec: CheckSpec[Any] | ReportSpec[Any]
     params: BaseModel
+    account_labels: tuple[tuple[str, dict[str, str]], ...] = ()
+
+    def labels_for(self, account: str) -> dict[str, str]:
+        """The labels the configuration attaches to this instance's alerts about ``account``
+        (a report's label, ``*``): the account's (``shared.config.account_labels_for``), then the
+        instance's own, which win."""
+        return {**account_labels_for(self.account_labels, account), **self.instance.labels}
 
     @property
     def name(self) -> str:
@@ -90,9 +106,10 @@ class Plan:
         return tuple(b for b in self.bound.values() if isinstance(b.spec, ReportSpec))
 
 
-def _bind(inst: Instance, registry: Registry) -> tuple[Bound | None, list[Problem]]:
-    """The instance bound to its check, or its problems: an unknown check, or each params
-    mistake at the path where the params are written (see ``validation_problems``)."""
+def _bind(inst: Instance, registry: Registry, config: Config) -> tuple[Bound | None, list[Problem]]:
+    """The instance bound to its check (with ``config``'s account labels), or its problems: an
+    unknown check, or each params mistake at the path where the params are written (see
+    ``validation_problems``)."""
     spec = registry.get(inst.check)
     if spec is None:
         return None, [unknown_check(inst, registry.names)]
@@ -101,7 +118,7 @@ def _bind(inst: Instance, registry: Registry) -> tuple[Bound | None, list[Proble
     except ValidationError as exc:
         where = inst.params_path or f"{inst.source_path or inst.name}.params"
         return None, validation_problems(exc, spec.params, where)
-    return Bound(inst, spec, params), []
+    return Bound(inst, spec, params, config.account_labels), []
 
 
 def _with_timing(inst: Instance, spec: CheckSpec[Any] | ReportSpec[Any]) -> dict[str, Any]:
@@ -142,7 +159,7 @@ def build(config: Config, registry: Registry) -> Plan:
                 Problem(path=inst.source_path, reason=f"instance name {inst.name!r} is used twice")
             )
             continue
-        b, wrong = _bind(inst, registry)
+        b, wrong = _bind(inst, registry, config)
         problems.extend(wrong)
         if b is not None:
             bound[inst.name] = b

@@ -91,6 +91,8 @@ class PlanSource:
 
 
 def refused_alert(exc: ConfigError, path: Path | None) -> Alert:
+    """The ``config_error`` of a refused file: instance ``config``, account ``*``, only the
+    built-in labels (the refused file's labels are not trusted, the last good one's not meant)."""
     now = time.time()
     return make_alert(
         instance="config",

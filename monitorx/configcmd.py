@@ -37,11 +37,8 @@ def _delivery_summary(config: Config) -> str:
     """One line: the receivers, routes and inhibit rules the file configures."""
     rules = f"{len(config.inhibit_rules)} inhibit rule{'s' * (len(config.inhibit_rules) != 1)}"
     if config.route is None:
-        return f"delivery: default route (each alert to every sink of the settings, as today), {rules}"
-    return (
-        f"delivery: {len(config.receivers)} receivers, {_count_routes(config.route)} routes, {rules}"
-        " (validated; this version's alerter does not apply them yet: it delivers to its settings' sinks)"
-    )
+        return f"delivery: default route (each alert to every sink of the settings, its own message), {rules}"
+    return f"delivery: {len(config.receivers)} receivers, {_count_routes(config.route)} routes, {rules}"
 
 
 def _count_routes(node: RouteNode) -> int:

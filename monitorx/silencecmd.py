@@ -79,10 +79,6 @@ def _run(args: argparse.Namespace, store: SilenceStore, max_duration: float, now
     return _expire(store, args.id, now)
 
 
-NOT_APPLIED_YET = "silences are stored, but this version's alerter does not apply them yet"
-"""Said by ``silence add`` until the alerter's silence stage exists (issue 11)."""
-
-
 def _add(args: argparse.Namespace, store: SilenceStore, max_duration: float, now: float) -> int:
     """Print the new silence's id on standard output, a summary on standard error."""
     if not args.by.strip():
@@ -95,7 +91,6 @@ def _add(args: argparse.Namespace, store: SilenceStore, max_duration: float, now
     silence = store.add(args.matchers, args.duration, args.reason, args.by, now, max_duration)
     print(silence.id)
     sys.stderr.write(f"silenced until {_when(silence.ends_at)} UTC: {', '.join(silence.matchers)}\n")
-    sys.stderr.write(f"note: {NOT_APPLIED_YET}\n")
     return 0
 
 

@@ -19,6 +19,9 @@ Native YAML (documented in the README)::
         schedule: ["0 */6 * * *"] # UTC cron times, for scheduled checks
         missed: late              # a slot missed while down: late (send once, marked) | skip
         enabled: true
+        labels: {team: treasury}  # added to this check's alerts
+    account_labels:               # account id or glob pattern -> labels added to its alerts; every
+      "BINANCE-AAZ*": {desk: aaz} # matching pattern applies, in file order (later ones win)
     receivers:                    # named; each exactly one of the kinds below
       desk: {slack_bot: {token_env: SLACK_BOT_TOKEN, channel: C0123DESK}}   # api_url: Slack's
       ops: {webhook: {url_env: OPS_WEBHOOK_URL}}    # also slack_webhook: {url_env}, jsonl: {path},
@@ -37,6 +40,10 @@ Native YAML (documented in the README)::
 
 Without ``route`` (and always for a legacy file) the alerter's default applies: every alert to
 each sink of the settings as its own message (:func:`default_route`).
+
+Every alert carries MonitorX's own labels (``shared.models.BUILTIN_LABELS``, which a file cannot
+set) and those the configuration attaches: a check's ``labels`` and its account's
+``account_labels``, the check's winning (``engine.plan.Bound.labels_for``); a legacy file has none.
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from shared.matchers import LABEL_NAME, parse_matcher
+from shared.models import BUILTIN_LABELS
 
 DEFAULT_STALE_AFTER = 60.0
 """Seconds without a snapshot after which an account counts as stale (legacy configs too)."""
@@ -140,6 +148,9 @@ class Instance(BaseModel):
     legacy_module: str = ""
     """The ``module`` of a legacy entry that is not the prototype's own: ``check`` is then the
     entry's function name, a check only a plugin can provide."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Labels added to this instance's alerts (native YAML ``checks.NAME.labels``, names checked
+    there; legacy: none). They win over the account's (:func:`account_labels_for`)."""
 
     def covers(self, account: str) -> bool:
         return any(fnmatch.fnmatchcase(account, pattern) for pattern in self.accounts)
@@ -204,6 +215,14 @@ def _valid_label(name: str) -> str:
     return name
 
 
+def _valid_config_label(name: str) -> str:
+    """A label name a configuration may attach: valid, and not one MonitorX sets itself."""
+    if name in BUILTIN_LABELS:
+        builtin = ", ".join(BUILTIN_LABELS)
+        raise ValueError(f"label {name!r} is set by MonitorX on every alert ({builtin}): choose another name")
+    return _valid_label(name)
+
+
 def _valid_group_label(name: str) -> str:
     """A label name, or ``...`` (every label)."""
     return name if name == GROUP_BY_ALL else _valid_label(name)
@@ -237,6 +256,8 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 """Seconds, written as a duration (see :func:`parse_duration`)."""
 MatcherText = Annotated[str, AfterValidator(_valid_matcher)]
 LabelName = Annotated[str, AfterValidator(_valid_label)]
+ConfigLabelName = Annotated[str, AfterValidator(_valid_config_label)]
+"""A label name a configuration attaches to alerts (``labels``, ``account_labels``)."""
 GroupLabel = Annotated[str, AfterValidator(_valid_group_label)]
 EnvName = Annotated[str, AfterValidator(_valid_env_name)]
 """The name of an environment variable holding a secret."""
@@ -431,6 +452,9 @@ class Config(BaseModel):
     inhibit_rules: tuple[InhibitRule, ...] = ()
     """Native YAML: as written, :data:`DEFAULT_INHIBIT_RULES` when the section is absent
     (``inhibit_rules: []`` turns them off); legacy and built-in: none."""
+    account_labels: tuple[tuple[str, dict[str, str]], ...] = ()
+    """(account glob pattern, labels) in file order (native YAML ``account_labels``; legacy:
+    none): see :func:`account_labels_for`."""
 
     def check_problems(self) -> Config:
         """Raise ConfigError when any entry did not parse."""
@@ -453,6 +477,16 @@ class Config(BaseModel):
     def unset_secrets(self, environment: Mapping[str, str]) -> list[SecretRef]:
         """The secrets that ``environment`` (see :func:`secret_environment`) lacks or has empty."""
         return [ref for ref in self.secrets() if not environment.get(ref.env)]
+
+
+def account_labels_for(patterns: Iterable[tuple[str, Mapping[str, str]]], account: str) -> dict[str, str]:
+    """The labels ``patterns`` (:attr:`Config.account_labels`) attach to ``account``: those of
+    every pattern it matches, in order, later ones winning."""
+    found: dict[str, str] = {}
+    for pattern, labels in patterns:
+        if fnmatch.fnmatchcase(account, pattern):
+            found.update(labels)
+    return found
 
 
 # ---------------------------------------------------------------- problems from pydantic errors
@@ -505,7 +539,8 @@ def _marked(schema: Mapping[str, Any], loc: _Loc, defs: Mapping[str, Any]) -> _L
     if used == 0:
         return None if inner is None else _marked(inner, loc, defs)
     rest = loc[used:] if inner is None else _marked(inner, loc[used:], defs)
-    return None if rest is None or (inner is None and rest) else (*loc[:used], *rest)
+    here = loc[:1] if schema["type"] == "dict" and used == 2 else loc[:used]  # a key's mistake: at the key
+    return None if rest is None or (inner is None and rest) else (*here, *rest)
 
 
 def _below(schema: Mapping[str, Any], loc: _Loc) -> tuple[Mapping[str, Any] | None, int]:
@@ -620,6 +655,7 @@ class _YamlCheck(BaseModel):
     schedule: list[str] = Field(default_factory=list)
     missed: Literal["late", "skip"] = "late"
     enabled: bool = True
+    labels: dict[ConfigLabelName, str] = Field(default_factory=dict)
 
     @field_validator("schedule")
     @classmethod
@@ -642,6 +678,7 @@ class _YamlFile(BaseModel):
     receivers: dict[str, Any] | None = None
     route: Any = None
     inhibit_rules: list[Any] | None = None
+    account_labels: dict[str, dict[ConfigLabelName, str]] = Field(default_factory=dict)
 
 
 def _salvaged(data: Mapping[str, Any]) -> _YamlFile:
@@ -752,6 +789,7 @@ def _from_yaml(text: str, file: str) -> Config:
         instances=tuple(instances),
         stale_after=parsed.stale_after,
         problems=tuple(problems),
+        account_labels=tuple(parsed.account_labels.items()),
         **delivery._asdict(),
     )
 

@@ -12,8 +12,14 @@ Streams
     ``{p}alerts``      workers and the ingestor (feed_down) -> alerter. Field ``alert`` (Alert
                        JSON). One consumer group per sink, ``alert:{sink}`` (``alert:slack``,
                        ``alert:jsonl``...), so sinks never wait for each other.
-    ``{p}dead``        alerter. Alerts a sink gave up on: ``alert``, ``sink``, ``error``,
-                       ``attempts``, ``failed_at``.
+    ``{p}dead``        alerter. Alerts a receiver gave up on: ``alert``, ``sink`` (the
+                       receiver), ``error``, ``attempts``, ``failed_at``.
+    ``{p}notify:{receiver}``  alerter router -> that receiver's delivery loop. Field ``group``
+                       (a group key), ``repeat`` (1: a route repeat): "this group is due",
+                       the content is read from the group when it is sent. Group ``deliver``.
+    ``{p}sendlog``      alerter. One entry per send attempt: ``receiver``, ``group``, ``status``
+                       (sent, retry, dead, paced), ``latency_ms``, ``alerts``, ``error``, ``at``.
+                       Capped (NOTIFY_LOG_MAXLEN, approximate); read by ``monitorx alerts log``.
 Plain keys
     ``{p}latest:{account}``  hash ``observed_at``, ``seq``, ``snapshot`` (Snapshot JSON): the
                              newest snapshot of the account (compare-and-set on ``observed_at``
@@ -34,6 +40,19 @@ Plain keys
     ``{p}feed:{name}``       hash ``state`` (up/down), ``reason``, ``since``, ``updated_at``: the
                              ingestor's view of its feed, written with each ``feed_down`` alert
                              (which it XADDs to ``{p}alerts``) and read by it at start.
+    ``{p}firing``            hash fingerprint -> Alert JSON of its latest firing event: what fires
+                             now. Written by the alerter's router (HDEL on resolution), read by its
+                             inhibition stage and ``monitorx alerts``.
+    ``{p}group:{key}``       hash, one notification group (alerter.groups): ``receiver``,
+                             ``labels``, ``timers``, ``created_at``, ``version``, ``flushed``,
+                             ``sent_at`` and one field ``m:{fingerprint}`` per member (Alert
+                             JSON of its latest event). Router and delivery loops of the alerter.
+    ``{p}groups``            sorted set group key -> when it is due (router; claimed with a lease).
+    ``{p}ref:{key}``         string, MessageRef JSON of the group's message (Slack bot mode).
+    ``{p}pace:{channel}``    string, unix time before which nothing is posted to the channel
+                             (one message per second, and a 429's Retry-After). Alerter replicas.
+    ``{p}inflight:{receiver}:{key}``  string, alert ids being sent: found at the next send, they
+                             count a possible duplicate (a crash between a send and its record).
     ``{p}silences``          hash silence id -> Silence JSON (shared.silences). Written by
                              ``monitorx silence add`` and ``expire`` (which rewrites ``ends_at``),
                              read by the alerter's silence stage and ``monitorx silence list``.
@@ -63,6 +82,12 @@ QUARANTINE_MAXLEN = 10_000
 """Approximate cap of the quarantine stream (it is diagnostic, never read by a consumer group)."""
 DEAD_MAXLEN = 100_000
 """Approximate cap of the dead-letter stream."""
+NOTIFY_LOG_MAXLEN = 10_000
+"""Approximate cap of the send-attempt log (``{p}sendlog``)."""
+ROUTE_GROUP = "alert:route"
+"""The alerter's router reads the alerts stream through this consumer group."""
+DELIVER_GROUP = "deliver"
+"""Each receiver's delivery loop reads its ``notify:{receiver}`` stream through this group."""
 
 COUNTER_FRAMES = "frames"
 COUNTER_MALFORMED = "frames_malformed"
@@ -78,6 +103,9 @@ COUNTER_DELIVERED = "alerts_delivered"
 COUNTER_DEAD = "alerts_dead"
 COUNTER_CHECK_ERRORS = "check_errors"
 COUNTER_REJECTED_JOBS = "jobs_rejected"
+COUNTER_NOTIFICATIONS = "notifications_sent"
+COUNTER_MAYBE_DUPLICATED = "notifications_maybe_duplicated"
+"""Sends that may have repeated an earlier one: the alerter died between a send and its record."""
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -144,3 +172,30 @@ class Keys:
     @property
     def silences(self) -> str:
         return f"{self.prefix}silences"
+
+    def notify(self, receiver: str) -> str:
+        return f"{self.prefix}notify:{receiver}"
+
+    @property
+    def sendlog(self) -> str:
+        return f"{self.prefix}sendlog"
+
+    @property
+    def firing(self) -> str:
+        return f"{self.prefix}firing"
+
+    def group(self, key: str) -> str:
+        return f"{self.prefix}group:{key}"
+
+    @property
+    def groups(self) -> str:
+        return f"{self.prefix}groups"
+
+    def ref(self, key: str) -> str:
+        return f"{self.prefix}ref:{key}"
+
+    def pace(self, channel: str) -> str:
+        return f"{self.prefix}pace:{channel}"
+
+    def inflight(self, receiver: str, key: str) -> str:
+        return f"{self.prefix}inflight:{receiver}:{key}"

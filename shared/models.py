@@ -243,10 +243,29 @@ def alert_id(*parts: object) -> str:
     return digest[:24]
 
 
+def fingerprint(instance: str, account: str, key: str) -> str:
+    """The identity of an alert, not of one event: the same instance, account and key (the
+    alert's keys joined by ``,``) always give the same fingerprint, so a firing alert, its
+    cooldown repeats and its resolution share it, in every process and across restarts. 16 hex
+    characters of a SHA-256 of the parts."""
+    text = f"{instance}\x1f{account}\x1f{key}"
+    return hashlib.sha256(text.encode(errors="surrogatepass")).hexdigest()[:16]
+
+
+BUILTIN_LABELS = ("check", "instance", "account", "venue", "severity", "key")
+"""The labels MonitorX sets on alerts itself (``engine.alerts.make_alert``); a configuration
+cannot set them."""
+
+
 class Alert(BaseModel):
     """One notification on the alerts stream. ``observed_at`` is the evaluation time (the
     snapshot's observed time, or the tick time of time-driven checks); ``emitted_at`` is when the
-    worker wrote it. The alerter adds ``delivered_at`` in its records."""
+    worker wrote it. The alerter adds ``delivered_at`` in its records.
+
+    ``id`` names the event (one delivery); ``fingerprint`` names the alert across its events
+    (:func:`fingerprint`); ``labels`` are everything routing, silences and inhibition match on
+    (built by ``engine.alerts.make_alert``). An alert written without a fingerprint (by older
+    code) gets the one of its instance, account and keys."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     id: str
@@ -261,3 +280,17 @@ class Alert(BaseModel):
     observed_at: float
     emitted_at: float
     labels: dict[str, str] = Field(default_factory=dict)
+    fingerprint: str = ""
+    """:func:`fingerprint` of (instance, account, keys); filled in when written empty or absent."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_fingerprint(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("fingerprint"):
+            return data
+        instance, account, keys = data.get("instance"), data.get("account"), data.get("keys", ())
+        if not (isinstance(instance, str) and isinstance(account, str) and isinstance(keys, list | tuple)):
+            return data  # not an alert: validation says why
+        if not all(isinstance(k, str) for k in keys):
+            return data
+        return {**data, "fingerprint": fingerprint(instance, account, ",".join(keys))}

@@ -349,8 +349,7 @@ def test_config_check_names_every_unset_secret(tmp_path: Path) -> None:
     done = run_check(path, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[1:] == [
-        "delivery: 6 receivers, 5 routes, 1 inhibit rule (validated; this version's alerter does not apply"
-        " them yet: it delivers to its settings' sinks)",
+        "delivery: 6 receivers, 5 routes, 1 inhibit rule",
         "  secret SLACK_BOT_TOKEN is not set (receivers.desk.slack_bot.token_env)",
         "  secret SLACK_BOT_TOKEN is not set (receivers.desk-critical.slack_bot.token_env)",
     ]
@@ -365,7 +364,7 @@ def test_config_check_says_the_legacy_file_keeps_the_default_route(
     done = run_check(legacy_config, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[1] == (
-        "delivery: default route (each alert to every sink of the settings, as today), 0 inhibit rules"
+        "delivery: default route (each alert to every sink of the settings, its own message), 0 inhibit rules"
     )
 
 
@@ -401,3 +400,50 @@ def test_converting_a_native_file_keeps_its_delivery() -> None:
         config.route,
         config.inhibit_rules,
     )
+
+
+# ---------------------------------------------------------------- labels attached to alerts
+
+
+def test_every_label_mistake_is_a_problem_at_its_path() -> None:
+    text = """
+checks:
+  low:
+    check: low_balance
+    labels: {team: treasury, a-b: x, n: 5, check: mine}
+  delta: {check: delta, labels: [team]}
+account_labels:
+  "BINANCE-AAZ*": {desk: aaz, "1x": y, venue: cex}
+  OKX-*: [a]
+"""
+    builtin = "check, instance, account, venue, severity, key"
+    invalid = "(letters, digits and _, not first a digit)"
+    found = {p.path: p.reason for p in problems(text)}
+    assert found == {
+        "account_labels.BINANCE-AAZ*.1x": f"invalid label name '1x' {invalid}",
+        "account_labels.BINANCE-AAZ*.venue": (
+            f"label 'venue' is set by MonitorX on every alert ({builtin}): choose another name"
+        ),
+        "account_labels.OKX-*": "must be a dictionary, got ['a']",
+        "checks.low.labels.a-b": f"invalid label name 'a-b' {invalid}",
+        "checks.low.labels.n": "must be a string, got 5",
+        "checks.low.labels.check": (
+            f"label 'check' is set by MonitorX on every alert ({builtin}): choose another name"
+        ),
+        "checks.delta.labels": "must be a dictionary, got ['team']",
+    }
+
+
+def test_a_bad_top_level_still_checks_every_checks_labels() -> None:
+    text = "version: 2\naccount_labels: {'*': {x: 1}}\nchecks: {low: {check: low_balance, labels: {2x: a}}}\n"
+    assert [p.path for p in problems(text)] == ["version", "account_labels.*.x", "checks.low.labels.2x"]
+
+
+def test_labels_load_in_file_order() -> None:
+    text = """
+checks: {low: {check: low_balance, labels: {team: t}}}
+account_labels: {'B*': {a: '1'}, '*': {a: '2'}}
+"""
+    config = loaded(text)
+    assert config.instances[0].labels == {"team": "t"}
+    assert config.account_labels == (("B*", {"a": "1"}), ("*", {"a": "2"}))

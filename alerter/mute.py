@@ -1,0 +1,63 @@
+"""The inhibit and silence stages: why an alert is not notified now, if it is not.
+
+One :class:`Mute` is built per flush from what fires now (``Keys.firing``), the active silences
+(``shared.silences``) and the inhibit rules of the configuration, and answers for each alert.
+Inhibition is asked first, as in Alertmanager's pipeline. Both are read at every flush and every
+send, so a silence added or expired by any operator, and a source alert that starts or stops
+firing, take effect in every alerter at its next flush.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import redis
+
+from alerter.inhibit import Rule, inhibitor
+from shared.keys import Keys
+from shared.models import Alert
+from shared.silences import Silence, SilenceStore
+
+
+@dataclass(frozen=True)
+class Mute:
+    """What mutes alerts at one instant."""
+
+    sources: tuple[Mapping[str, str], ...]
+    """Labels of every alert firing now (inhibition sources)."""
+    silences: tuple[Silence, ...]
+    """The silences active now."""
+    rules: tuple[Rule, ...]
+    now: float
+
+    def reason(self, alert: Alert) -> str | None:
+        """``inhibited by check=... account=...``, ``silenced by ID (reason)``, or None: notify."""
+        source = inhibitor(alert.labels, self.sources, self.rules)
+        if source is not None:
+            return f"inhibited by {source.get('check', '?')} on {source.get('account', '?')}"
+        found = [s for s in self.silences if s.mutes(alert.labels, self.now)]
+        return f"silenced by {found[0].id} ({found[0].reason})" if found else None
+
+    def silence_ends(self, alerts: Sequence[Alert]) -> float | None:
+        """The earliest end of a silence muting one of ``alerts`` (when to look again)."""
+        ends = [s.ends_at for s in self.silences for a in alerts if s.mutes(a.labels, self.now)]
+        return min(ends, default=None)
+
+
+def firing_alerts(r: redis.Redis, keys: Keys) -> list[Alert]:
+    """Every alert firing now, per fingerprint (unreadable entries are skipped)."""
+    raw: Mapping[str, str] = r.hgetall(keys.firing)  # type: ignore[assignment]
+    alerts = []
+    for value in raw.values():
+        try:
+            alerts.append(Alert.model_validate_json(value))
+        except ValueError:
+            continue
+    return alerts
+
+
+def load_mute(r: redis.Redis, keys: Keys, rules: tuple[Rule, ...], now: float) -> Mute:
+    """The Mute of ``now``, read from Redis (two reads: firing alerts, silences)."""
+    sources = tuple(a.labels for a in firing_alerts(r, keys)) if rules else ()
+    return Mute(sources, tuple(SilenceStore(r, keys).active(now)), rules, now)

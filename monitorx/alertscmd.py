@@ -1,0 +1,171 @@
+"""``monitorx alerts [--silenced] [--inhibited]`` and ``monitorx alerts log``.
+
+``alerts``: what fires now (the alerter's ``Keys.firing``), and for each alert why it is or is not
+being notified, decided by the alerter's own stages (``alerter.mute``: inhibited by which alert,
+silenced by which silence; else, per receiver its route sends it to, ``notified`` when the
+receiver's delivery marker is there, ``waiting`` while the group's timers or a rest hold it).
+Like ``amtool alert query``; ``--silenced`` / ``--inhibited`` show only those.
+
+``alerts log``: the newest send attempts (``Keys.sendlog``): receiver, group, status, latency,
+alerts, error.
+
+The route tree and inhibit rules come from the configuration (``--config``, else
+``$MONITORX_CONFIG``, else the built-in one), the receivers of the default route from the
+alerter's settings. Exit status: 0, 2 bad input, 1 Redis unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from alerter.inhibit import compile_rules
+from alerter.mute import Mute, firing_alerts, load_mute
+from alerter.receivers import legacy_receivers
+from alerter.route import Route, build_route, match_routes
+from engine.plan import builtin_config
+from shared.cli import EXIT_USAGE, config_or_exit, config_path, settings_or_exit
+from shared.config import Config, default_route, load
+from shared.keys import Keys
+from shared.models import Alert
+from shared.redisio import connect
+from shared.settings import AlertSettings
+
+EXIT_REDIS = 1
+"""Exit status when Redis cannot be reached."""
+LOG_LIMIT = 20
+"""Send attempts ``alerts log`` shows by default."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="monitorx alerts",
+        description="What fires now and why each alert is or is not notified; `log`: the send attempts.",
+    )
+    parser.add_argument("--config", type=Path, help="configuration file (default: $MONITORX_CONFIG)")
+    parser.add_argument("--silenced", action="store_true", help="only the silenced alerts")
+    parser.add_argument("--inhibited", action="store_true", help="only the inhibited alerts")
+    sub = parser.add_subparsers(dest="action")
+    log = sub.add_parser("log", help="the newest send attempts, newest first")
+    log.add_argument("--limit", type=int, default=LOG_LIMIT, help=f"how many (default {LOG_LIMIT})")
+    log.add_argument("--receiver", help="only this receiver's")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = settings_or_exit(AlertSettings)
+    r = connect(str(settings.redis_url))
+    try:
+        if args.action == "log":
+            return _log(r, settings.keys, args.limit, args.receiver)
+        path = config_path(args.config)
+        config = config_or_exit(lambda: builtin_config() if path is None else load(path).check_problems())
+        return _alerts(r, settings, config, args.silenced, args.inhibited, time.time())
+    except ValueError as exc:
+        sys.stderr.write(f"monitorx alerts: {exc}\n")
+        return EXIT_USAGE
+    except redis.RedisError as exc:  # the message names host and port, never the password
+        sys.stderr.write(f"monitorx alerts: Redis unreachable: {exc}\n")
+        return EXIT_REDIS
+
+
+def receiver_names(config: Config, settings: AlertSettings) -> list[str]:
+    """The receivers the alerter would deliver to (no secret is read)."""
+    if config.route is not None:
+        return list(config.receivers)
+    return [x.name for x in legacy_receivers(settings)]
+
+
+def _alerts(
+    r: redis.Redis, settings: AlertSettings, config: Config, silenced: bool, inhibited: bool, now: float
+) -> int:
+    node = config.route or default_route(receiver_names(config, settings))
+    mute = load_mute(r, settings.keys, compile_rules(config.inhibit_rules), now)
+    rows = [
+        _row(r, settings.keys, build_route(node), mute, a) for a in _ordered(firing_alerts(r, settings.keys))
+    ]
+    if silenced or inhibited:
+        wanted = (("silenced",) if silenced else ()) + (("inhibited",) if inhibited else ())
+        rows = [row for row in rows if row[-1].startswith(wanted)]
+    if not rows:
+        print("nothing fires" if not (silenced or inhibited) else "no such alert fires")
+        return 0
+    _table(("SINCE (UTC)", "SEVERITY", "CHECK", "ACCOUNT", "KEY", "STATUS"), rows)
+    return 0
+
+
+def _ordered(alerts: Sequence[Alert]) -> list[Alert]:
+    unique = {a.id: a for a in alerts}
+    return sorted(unique.values(), key=lambda a: (a.account, a.check, a.id))
+
+
+def _row(r: redis.Redis, keys: Keys, route: Route, mute: Mute, alert: Alert) -> tuple[str, ...]:
+    return (
+        _when(alert.observed_at),
+        alert.severity,
+        alert.check,
+        alert.account,
+        ",".join(alert.keys),
+        mute.reason(alert) or _delivery(r, keys, route, alert),
+    )
+
+
+def _delivery(r: redis.Redis, keys: Keys, route: Route, alert: Alert) -> str:
+    """``notified: desk; waiting: ops`` per receiver of the routes that take the alert."""
+    receivers = list(dict.fromkeys(m.receiver for m in match_routes(route, alert.labels)))
+    if not receivers:
+        return "routed to no receiver"
+    markers: Any = r.mget([keys.sent(name, alert.id) for name in receivers])
+    told = [n for n, m in zip(receivers, markers, strict=True) if m == "sent"]
+    dead = [n for n, m in zip(receivers, markers, strict=True) if m == "dead"]
+    waiting = [n for n in receivers if n not in told and n not in dead]
+    parts = [
+        f"{label}: {', '.join(names)}"
+        for label, names in (("notified", told), ("gave up", dead), ("waiting", waiting))
+        if names
+    ]
+    return "; ".join(parts)
+
+
+def _log(r: redis.Redis, keys: Keys, limit: int, receiver: str | None) -> int:
+    if limit < 1:
+        raise ValueError("--limit must be at least 1")
+    entries: Any = r.xrevrange(keys.sendlog, count=limit if receiver is None else None)
+    found = [f for _, f in entries if receiver is None or f.get("receiver") == receiver][:limit]
+    if not found:
+        print("no send attempt recorded")
+        return 0
+    rows = [
+        (
+            _when(float(f.get("at", 0))),
+            f.get("receiver", ""),
+            f.get("status", ""),
+            f"{f.get('latency_ms', '')} ms",
+            f.get("alerts", ""),
+            f.get("group", ""),
+            f.get("error", ""),
+        )
+        for f in found
+    ]
+    _table(("AT (UTC)", "RECEIVER", "STATUS", "LATENCY", "ALERTS", "GROUP", "ERROR"), rows)
+    return 0
+
+
+def _table(columns: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    """Aligned columns; the last one as is."""
+    everything = [columns, *rows]
+    widths = [max(len(row[i]) for row in everything) for i in range(len(columns) - 1)]
+    for row in everything:
+        print("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip())
+
+
+def _when(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
