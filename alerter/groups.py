@@ -194,11 +194,9 @@ class Groups:
             raw=raw,
         )
 
-    def set_queued(self, key: str, queued: bool) -> None:
-        if queued:
-            self.r.hset(self.keys.group(key), "queued", "1")
-        else:
-            self.r.hdel(self.keys.group(key), "queued")
+    def unqueue(self, key: str) -> None:
+        """The group's notice is being handled: a change from now on queues a new one."""
+        self.r.hdel(self.keys.group(key), "queued")
 
     def forget(self, group: Group, fields: Iterable[str]) -> bool:
         """Delete ``fields`` of the group that still hold what ``group`` read (a newer event that

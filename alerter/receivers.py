@@ -127,14 +127,21 @@ class WebhookReceiver:
 class SlackWebhookReceiver(SlackWebhookSink):
     """A Slack incoming webhook (``SlackWebhookSink``'s client, retries and errors), one message
     per notification. ``channel`` (the pacing key) is ``webhook:`` and a short hash of the URL,
-    never the URL."""
+    never the URL; ``paced=False`` (the legacy ``.env`` sink, unchanged: a 429 is still honoured)
+    leaves it empty."""
 
     def __init__(
-        self, url: SecretStr, timeout: float = DEFAULT_TIMEOUT, name: str = "slack", **kwargs: Any
+        self,
+        url: SecretStr,
+        timeout: float = DEFAULT_TIMEOUT,
+        name: str = "slack",
+        paced: bool = True,
+        **kwargs: Any,
     ) -> None:
         super().__init__(url, timeout, **kwargs)
         self.name = name
-        self.channel = "webhook:" + hashlib.sha256(self._secret.encode()).hexdigest()[:12]
+        digest = hashlib.sha256(self._secret.encode()).hexdigest()[:12]
+        self.channel = f"webhook:{digest}" if paced else ""
 
     def send(self, notification: Notification, ref: MessageRef | None, now: float) -> MessageRef | None:
         """Post ``slack_message`` of the one alert to post, or ``group_message`` of the group
@@ -202,7 +209,8 @@ def legacy_receivers(settings: AlertSettings) -> list[Receiver]:
     if settings.alerts_jsonl is not None:
         receivers.append(JsonlReceiver(settings.alerts_jsonl, "jsonl"))
     if settings.slack_webhook_url is not None:
-        receivers.append(SlackWebhookReceiver(settings.slack_webhook_url, settings.http_timeout, "slack"))
+        url, timeout = settings.slack_webhook_url, settings.http_timeout
+        receivers.append(SlackWebhookReceiver(url, timeout, "slack", paced=False))
     if settings.webhook_url is not None:
         receivers.append(WebhookReceiver(settings.webhook_url, settings.http_timeout, "webhook"))
     return receivers

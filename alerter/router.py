@@ -181,9 +181,11 @@ class Router:
         shown = visible(group, mute)
         repeat = _repeat_due(group, shown, mute.now)
         queue = (bool(new_events(group, shown, self._told(group, shown))) or repeat) and not group.queued
-        if queue:
-            self.r.xadd(self.keys.notify(group.receiver), {"group": key, "repeat": "1" if repeat else "0"})
-            groups.set_queued(key, True)
+        if queue:  # the flag first, in one transaction: the notice may be handled at once
+            pipe = self.r.pipeline(transaction=True)
+            pipe.hset(self.keys.group(key), "queued", "1")
+            pipe.xadd(self.keys.notify(group.receiver), {"group": key, "repeat": "1" if repeat else "0"})
+            pipe.execute()
         groups.schedule(key, _next_look(group, shown, mute))
         return queue
 

@@ -245,7 +245,7 @@ class Delivery:
     def handle(self, entry_id: str, fields: dict[str, str]) -> None:
         """Send what the group has new for the receiver; ack when all of it is sent or dead."""
         groups, key = Groups(self.r, self.keys), fields.get("group", "")
-        groups.set_queued(key, False)  # a change from here on queues a new notice
+        groups.unqueue(key)  # a change from here on queues a new notice
         group = groups.load(key)
         if group is None or all(self._send(groups, group, n) for n in self._compose(group, fields)):
             self._ack([entry_id])

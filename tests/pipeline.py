@@ -27,7 +27,7 @@ from rq import Worker
 
 from alerter.sinks import slack_message
 from monitorx.procs import Child, Supervisor
-from shared.keys import ALERT_GROUP, Keys
+from shared.keys import Keys
 from shared.models import Alert
 from tests.helpers import free_port, wait_until
 from tests.slack_standin import SlackStandin
@@ -306,16 +306,25 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def alerts_drained(r: redis_lib.Redis) -> bool:
+    """Every alert routed and every notice handled: each consumer group of the alerts stream and
+    of the receivers' notify streams has read the newest entry and has nothing pending, and no
+    group is due."""
+    streams = [KEYS.alerts, *r.scan_iter(KEYS.notify("*"))]
+    if not all(_stream_drained(r, stream) for stream in streams):
+        return False
+    return not r.zrangebyscore(KEYS.groups, "-inf", time.time())
+
+
+def _stream_drained(r: redis_lib.Redis, stream: str) -> bool:
     try:
-        groups: Any = r.xinfo_groups(KEYS.alerts)
+        groups: Any = r.xinfo_groups(stream)
     except redis_lib.ResponseError:
         return False
-    mine = [g for g in groups if str(g["name"]).startswith(ALERT_GROUP)]  # one group per sink
-    if not mine:
+    if not groups:
         return False
-    last: Any = r.xrevrange(KEYS.alerts, count=1)
+    last: Any = r.xrevrange(stream, count=1)
     newest = last[0][0] if last else "0-0"
-    return all(int(g["pending"]) == 0 and g["last-delivered-id"] == newest for g in mine)
+    return all(int(g["pending"]) == 0 and g["last-delivered-id"] == newest for g in groups)
 
 
 def stream_alert_ids(r: redis_lib.Redis) -> list[str]:
@@ -347,7 +356,7 @@ def rq_info(redis_url: str) -> str:
 
 def slack_text(record: Mapping[str, Any]) -> str:
     """The ``text`` slack-sdk posts for a delivered alert (a JSONL record)."""
-    alert = Alert.model_validate({k: v for k, v in record.items() if k != "delivered_at"})
+    alert = Alert.model_validate({k: v for k, v in record.items() if k not in ("delivered_at", "group_key")})
     return slack_message(alert)[0]
 
 

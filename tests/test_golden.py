@@ -1,7 +1,8 @@
 """Golden parity of the backtest: on two recordings (an hour of demo incidents with the legacy
 configuration, and a nasty one), ``monitorx backtest --output jsonl`` prints exactly, byte for
 byte, what the original backtest printed before the engine took it over (``tests/golden/*.jsonl``,
-recorded with commit 0554c55)."""
+recorded with commit 0554c55; re-recorded when alerts gained ``labels`` and ``fingerprint``
+(issue 11): with those two fields dropped, every line is still the 0554c55 output)."""
 
 from __future__ import annotations
 
