@@ -52,6 +52,7 @@ def notifications(
     """What to send: nothing when nothing is new and no repeat is due; with ``group_by: [...]``
     one notification per new event (each alert its own message, as before routing existed);
     else one for the group."""
+
     def note(alerts: tuple[Alert, ...], fresh: tuple[Alert, ...], again: bool, v: int) -> Notification:
         return Notification(group.key, group.receiver, group.labels, alerts, fresh, again, v)
 

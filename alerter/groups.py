@@ -45,9 +45,11 @@ EVENT = "e:"
 _ADD = """
 local g, z, gk, now = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
 local changed = false
-for i = 8, #ARGV, 2 do
+for i = 9, #ARGV, 2 do
   local alert = cjson.decode(ARGV[i + 1])
-  if redis.call('HGET', g, 'm:' .. ARGV[i]) ~= ARGV[i + 1] then
+  if ARGV[8] == '1' then  -- a replay: an event to send, no member
+    if redis.call('HSETNX', g, 'e:' .. alert['id'], ARGV[i + 1]) == 1 then changed = true end
+  elseif redis.call('HGET', g, 'm:' .. ARGV[i]) ~= ARGV[i + 1] then
     redis.call('HSET', g, 'm:' .. ARGV[i], ARGV[i + 1], 'e:' .. alert['id'], ARGV[i + 1])
     changed = true
   end
@@ -143,13 +145,22 @@ class Groups:
     r: redis.Redis
     keys: Keys
 
-    def add(self, key: str, match: RouteMatch, labels: Mapping[str, str], alert: Alert, now: float) -> bool:
+    def add(
+        self,
+        key: str,
+        match: RouteMatch,
+        labels: Mapping[str, str],
+        alert: Alert,
+        now: float,
+        event_only: bool = False,
+    ) -> bool:
         """Make ``alert`` the latest event of its members in group ``key`` and schedule the group;
-        False when it already was (a repeated stream entry changes nothing)."""
+        False when it already was (a repeated stream entry changes nothing). ``event_only`` (a
+        replayed dead letter): an event to send that changes no member."""
         raw = alert.model_dump_json()
         pairs = [x for fp in member_prints(alert) for x in (fp, raw)]
         argv = [key, now, match.receiver, json.dumps(dict(labels)), _route_json(match)]
-        argv += [match.group_wait, match.group_interval, *pairs]
+        argv += [match.group_wait, match.group_interval, "1" if event_only else "0", *pairs]
         script: Any = self.r.register_script(_ADD)
         return bool(script(keys=[self.keys.group(key), self.keys.groups], args=argv))
 

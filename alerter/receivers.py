@@ -201,8 +201,8 @@ def _secret(name: str, kind: str, field: str, variable: str, env: Mapping[str, s
 
 
 def legacy_receivers(settings: AlertSettings) -> list[Receiver]:
-    """The receivers of the ``.env`` settings, named and ordered as ``alerter.sinks.build_sinks``
-    names and orders its sinks: ``console``, ``jsonl``, ``slack``, ``webhook`` (those set)."""
+    """The receivers of the ``.env`` settings, in the order of the legacy sinks:
+    ``console``, ``jsonl``, ``slack``, ``webhook`` (those set)."""
     receivers: list[Receiver] = []
     if settings.console:
         receivers.append(ConsoleReceiver("console"))

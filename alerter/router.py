@@ -33,7 +33,7 @@ import redis
 from pydantic import ValidationError
 
 from alerter.dedup import muted_events, new_events, visible
-from alerter.groups import Group, Groups, member_prints
+from alerter.groups import Group, Groups, member_prints, settled_fields
 from alerter.inhibit import Rule
 from alerter.mute import Mute, load_mute
 from alerter.route import Route, group_key, group_labels, match_routes
@@ -125,13 +125,16 @@ class Router:
             self.dead_letter(entry_id, fields, f"unreadable alert: {exc.errors()[0]['msg']}")
             return
         labels = self._routing_labels(alert)
-        self._record_firing(alert)
+        replay = fields.get("replay")  # monitorx dlq replay: the receiver that gave up
+        if replay is None:
+            self._record_firing(alert)
         groups, now = Groups(self.r, self.keys), self.clock()
         for match in match_routes(self.route, labels):
+            if replay is not None and match.receiver != replay:
+                continue
             key = group_key(match, labels)
-            groups.add(
-                key, match, group_labels(match, labels), alert.model_copy(update={"labels": labels}), now
-            )
+            event = alert.model_copy(update={"labels": labels})
+            groups.add(key, match, group_labels(match, labels), event, now, event_only=replay is not None)
 
     def _routing_labels(self, alert: Alert) -> dict[str, str]:
         """A resolution keeps the labels of the alert it resolves (its severity, say), so it
@@ -172,7 +175,9 @@ class Router:
         if group is None:
             groups.schedule(key, None)
             return False
-        dropped = muted_events(group, mute)
+        told = self._told(group, visible(group, mute))
+        settled = settled_fields(group, [a for i, a in group.events.items() if told.get(i, False)])
+        dropped = [*muted_events(group, mute), *settled]
         if dropped and groups.forget(group, dropped):
             return False
         group = groups.load(key) if dropped else group

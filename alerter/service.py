@@ -72,7 +72,6 @@ from shared import keys as K
 from shared.backoff import BackoffPolicy, backoff_delay
 from shared.keys import Keys
 from shared.lifecycle import redact
-from shared.models import Alert
 from shared.redisio import ensure_group, safe_trim
 from shared.settings import AlertSettings
 
@@ -263,6 +262,8 @@ class Delivery:
 
     def _send(self, groups: Groups, group: Group, note: Notification) -> bool:
         """One notification: True when it is finished (sent or dead), False when it waits."""
+        if self._resting_until:  # an earlier notification of this notice failed: rest first
+            return False
         now = self.clock()
         assert self.pacer is not None
         wait = self.pacer.take(self.receiver.channel, now)
@@ -311,7 +312,7 @@ class Delivery:
         pipe = self.r.pipeline(transaction=True)
         for alert in note.new:
             pipe.set(self.keys.sent(self.receiver.name, alert.id), SENT, ex=self.sent_ttl)
-            pipe.delete(self.keys.attempts(alert.id))
+            pipe.hdel(self.keys.attempts(alert.id), self.receiver.name)
         if ref is not None:
             body = {"channel": ref.channel, "ts": ref.ts, "data": ref.data}
             pipe.set(self.keys.ref(group.key), json.dumps(body), ex=self.sent_ttl)
@@ -352,6 +353,7 @@ class Delivery:
         age = self.clock() - max(oldest, self.started_at)
         retry = error.retryable and age < self.retry_for
         pipe = self.r.pipeline(transaction=False)
+        pipe.delete(self.keys.inflight(self.receiver.name, note.group_key))  # no crash: not in flight
         self._log(pipe, note, "retry" if retry else "dead", took, error.message)
         pipe.execute()
         if retry:
@@ -362,6 +364,8 @@ class Delivery:
                 *(_label(note), self.receiver.name, attempt, delay, error.message),
             )
             return False
+        if error.retryable:  # still down: the next notice waits for the next probe
+            self._rest(error)
         why = f"waited {age:.0f} s (retry_for {self.retry_for:.0f} s)" if error.retryable else "permanent"
         self._give_up(groups, group, note, f"{why}: {error.message}", attempts)
         return True
@@ -411,8 +415,3 @@ class Delivery:
             "GAVE UP sending %s to %s after %d failed attempt(s), %s -- in the dead-letter stream %s",
             *(_label(note), self.receiver.name, attempts, why, self.keys.dead),
         )
-
-
-def alert_text(alert: Alert) -> str:
-    """``check account state (alert id)``: how logs name an alert."""
-    return f"{alert.check} {alert.account} {alert.state} (alert {alert.id})"

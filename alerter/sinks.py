@@ -1,7 +1,8 @@
-"""Where alerts go. Every sink has a stable ``name`` (used in the Redis delivery markers) and
-``deliver(alert, delivered_at)``, which returns on success and raises :class:`DeliveryError` on
-failure, saying whether a later retry can help and, for a rate limit (HTTP 429), how long the
-receiver asked us to wait. No sink sleeps on a rate limit: the alerter rests that sink alone.
+"""The legacy formats and clients the receivers (``alerter.receivers``) are built on: console
+text, the JSON alert record, the Slack webhook message and client, the HTTP webhook, and
+:class:`DeliveryError`, which says whether a later retry can help and, for a rate limit (HTTP
+429), how long the receiver asked us to wait. Nothing here sleeps on a rate limit: the delivery
+loop rests that receiver alone.
 
 Webhook URLs are secrets: they never appear in a log line, an error message or Redis. The Slack
 SDK logs the request URL (at DEBUG, and at INFO when it retries a connection error), so its client
@@ -19,8 +20,7 @@ from collections.abc import Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from http.client import HTTPException
-from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 from urllib.error import HTTPError
 from urllib.parse import urlsplit
 from urllib.request import Request, urlopen
@@ -35,7 +35,6 @@ from slack_sdk.webhook import WebhookClient
 
 from shared.lifecycle import REDACTED, redact
 from shared.models import Alert
-from shared.settings import AlertSettings
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +60,6 @@ class DeliveryError(Exception):
         self.retryable = retryable
         self.retry_after = retry_after
         self.rate_limited = rate_limited
-
-
-class Sink(Protocol):
-    """One destination of alerts."""
-
-    name: str
-    """Stable id used in the ``sent:{sink}:{alert_id}`` markers: never change it."""
-
-    def deliver(self, alert: Alert, delivered_at: float) -> None:
-        """Deliver one alert or raise DeliveryError."""
 
 
 def alert_record(alert: Alert, delivered_at: float) -> dict[str, Any]:
@@ -157,25 +146,6 @@ def format_console(alert: Alert) -> str:
     head = f"[{alert.state.upper()}] {alert.severity} {alert.check} account={alert.account}"
     body = "\n".join(f"    {line}" for line in alert.text.splitlines())
     return f"{head}\n  {alert.title}\n{body}\n\n"
-
-
-class JsonlSink:
-    """Appends one JSON object per alert to a file (opened per alert: rotation-friendly)."""
-
-    name = "jsonl"
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def deliver(self, alert: Alert, delivered_at: float) -> None:
-        line = json.dumps(alert_record(alert, delivered_at), ensure_ascii=False) + "\n"
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as out:
-                out.write(line)
-                out.flush()
-        except OSError as exc:
-            raise DeliveryError(f"jsonl {self.path}: {_describe(exc, '')}", retryable=True) from exc
 
 
 def private_sdk_logger(secret: str) -> logging.Logger:
@@ -288,17 +258,3 @@ class HttpWebhookSink:
             raise status_error("webhook", exc.code, "", wait, delivered_at) from None
         except TRANSPORT_ERRORS as exc:
             raise DeliveryError(f"webhook: {_describe(exc, self._secret)}", retryable=True) from None
-
-
-def build_sinks(settings: AlertSettings) -> list[Sink]:
-    """The sinks the settings configure, in delivery order (the local ones first)."""
-    sinks: list[Sink] = []
-    if settings.console:
-        sinks.append(ConsoleSink())
-    if settings.alerts_jsonl is not None:
-        sinks.append(JsonlSink(settings.alerts_jsonl))
-    if settings.slack_webhook_url is not None:
-        sinks.append(SlackWebhookSink(settings.slack_webhook_url, settings.http_timeout))
-    if settings.webhook_url is not None:
-        sinks.append(HttpWebhookSink(settings.webhook_url, settings.http_timeout))
-    return sinks

@@ -254,7 +254,7 @@ def _replay_one(r: redis.Redis, keys: Keys, letter: DeadLetter) -> str | None:
         pipe.multi()
         pipe.delete(keys.sent(letter.sink, alert_id))
         pipe.hdel(keys.attempts(alert_id), letter.sink)
-        pipe.xadd(keys.alerts, {"alert": letter.fields["alert"]})
+        pipe.xadd(keys.alerts, {"alert": letter.fields["alert"], "replay": letter.sink})
         pipe.xdel(keys.dead, letter.entry_id)
 
     results: Any = r.transaction(transaction, keys.dead)

@@ -1,4 +1,6 @@
-"""``monitorx dlq`` against a real Redis, a real Alerter and the Slack stand-in as the webhook."""
+"""``monitorx dlq`` against a real Redis, real alerters (router and delivery loops, the legacy
+default route) and the Slack stand-in as the webhook. A replay goes through the whole pipeline
+again: routing, grouping, and dedup against every receiver's delivery markers."""
 
 from __future__ import annotations
 
@@ -13,11 +15,15 @@ import pytest
 import redis as redis_lib
 from pydantic import SecretStr
 
-from alerter.service import ANY_SINK, DEAD, SENT, Alerter, sink_group
-from alerter.sinks import HttpWebhookSink, JsonlSink, Sink
+from alerter.cli import Alerter, build_alerter
+from alerter.notify import Receiver
+from alerter.receivers import JsonlReceiver, WebhookReceiver
+from alerter.service import ANY_SINK, DEAD, SENT
 from monitorx.cli import main
+from shared.config import Config
 from shared.keys import Keys
 from shared.models import Alert
+from shared.settings import AlertSettings
 from tests.helpers import free_port, wait_until
 from tests.slack_standin import Reply, SlackStandin
 from tests.test_alerter import make_alert
@@ -35,13 +41,20 @@ def dead(r: redis_lib.Redis) -> list[tuple[str, dict[str, str]]]:
     return [(str(eid), dict(fields)) for eid, fields in entries]
 
 
+def drained(r: redis_lib.Redis, stream: str) -> bool:
+    """Every entry of ``stream`` read and acknowledged by each of its consumer groups."""
+    groups: Any = r.xinfo_groups(stream)
+    last = r.xinfo_stream(stream)["last-generated-id"]
+    return bool(groups) and all(int(g["pending"]) == 0 and g["last-delivered-id"] == last for g in groups)
+
+
 def settled(r: redis_lib.Redis, alerters: list[Alerter]) -> bool:
-    """Every entry of the alerts stream handled and acknowledged by every alerter."""
+    """Every alert routed and every notice handled: the alerts stream and each receiver's notify
+    stream drained, and no group waiting to be flushed."""
     for alerter in alerters:
         alerter.step()
-    groups: Any = r.xinfo_groups(KEYS.alerts)
-    last = r.xinfo_stream(KEYS.alerts)["last-generated-id"]
-    return all(int(g["pending"]) == 0 and g["last-delivered-id"] == last for g in groups)
+    notify: list[str] = [KEYS.notify(d.receiver.name) for d in alerters[0].deliveries]
+    return all(drained(r, s) for s in [KEYS.alerts, *notify]) and r.zcard(KEYS.groups) == 0
 
 
 def step_until(r: redis_lib.Redis, alerters: list[Alerter], what: str) -> None:
@@ -75,12 +88,16 @@ def hook() -> Iterator[SlackStandin]:
         yield standin
 
 
-def alerters(r: redis_lib.Redis, sinks: list[Sink], per_sink: bool, clock: Any = time.time) -> list[Alerter]:
-    """One alerter per sink in its own group (as ``monitorx alert`` runs them), or one for all."""
+def alerters(
+    r: redis_lib.Redis, receivers: list[Receiver], replicas: int = 1, clock: Any = time.time
+) -> list[Alerter]:
+    """``replicas`` alerters over the same receivers and the legacy default route, each its own
+    consumer in the shared groups (as ``monitorx alert`` runs on several hosts)."""
     options: dict[str, Any] = {"retry_idle_ms": 100, "block_ms": 20, "clock": clock}
-    if not per_sink:
-        return [Alerter(r, KEYS, sinks, "alert-test", **options).start()]
-    return [Alerter(r, KEYS, [s], "alert-test", group=sink_group(s.name), **options).start() for s in sinks]
+    return [
+        build_alerter(r, AlertSettings(consumer=f"alert-{n}"), Config(), receivers, **options).start()
+        for n in range(replicas)
+    ]
 
 
 def dlq(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -100,18 +117,21 @@ def rows(out: str) -> list[list[str]]:
     return [[cell.strip() for cell in line.split("  ") if cell.strip()] for line in lines]
 
 
-@pytest.mark.parametrize("per_sink", [True, False], ids=["alerter-per-sink", "one-alerter"])
+def webhook(hook: SlackStandin) -> WebhookReceiver:
+    return WebhookReceiver(SecretStr(hook.url("/hook")), timeout=5)
+
+
+@pytest.mark.parametrize("replicas", [1, 2], ids=["one-alerter", "two-replicas"])
 def test_replay_after_the_webhook_is_fixed_reaches_only_the_sink_that_gave_up(
     env: pytest.MonkeyPatch,
     r: redis_lib.Redis,
     hook: SlackStandin,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    per_sink: bool,
+    replicas: int,
 ) -> None:
     jsonl = tmp_path / "alerts.jsonl"
-    sinks: list[Sink] = [JsonlSink(jsonl), HttpWebhookSink(SecretStr(hook.url("/hook")), timeout=5)]
-    running = alerters(r, sinks, per_sink)
+    running = alerters(r, [JsonlReceiver(jsonl), webhook(hook)], replicas)
     alert = make_alert()
     publish(r, alert)
     step_until(r, running, "the alert handled by every sink")
@@ -145,11 +165,52 @@ def test_replay_after_the_webhook_is_fixed_reaches_only_the_sink_that_gave_up(
     assert code == 2 and f"no dead-letter entry {entry_id}" in err
 
 
+def test_replay_of_an_alert_that_still_fires_reaches_the_sink_that_gave_up(
+    env: pytest.MonkeyPatch, r: redis_lib.Redis, hook: SlackStandin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The common case after an outage: a balance alert (with its key, as every check's alerts
+    have) still firing when the operator replays its dead letter."""
+    running = alerters(r, [webhook(hook)])
+    alert = make_alert(keys=("USDT",))
+    publish(r, alert)
+    step_until(r, running, "the alert dead-lettered")
+    [(entry_id, _)] = dead(r)
+    hook.default = Reply()
+    assert dlq(capsys, "replay", entry_id)[0] == 0
+    step_until(r, running, "the replayed alert handled")
+    assert [json.loads(p.body)["id"] for p in hook.ok] == [alert.id]
+    assert r.get(KEYS.sent("webhook", alert.id)) == SENT and dead(r) == []
+
+
+def test_replaying_a_firing_dead_letter_after_the_alert_resolved_does_not_make_it_fire_again(
+    env: pytest.MonkeyPatch, r: redis_lib.Redis, hook: SlackStandin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The webhook gets the replayed alert, as the operator asked, and what fires stays as the
+    engine left it: resolved (so, with the default inhibit rule, a replayed ``stale_data`` cannot
+    mute its account's alerts for good)."""
+    running = alerters(r, [webhook(hook)])
+    firing = make_alert(keys=("USDT",))
+    publish(r, firing)
+    step_until(r, running, "the firing alert dead-lettered")
+    [(entry_id, _)] = dead(r)
+    hook.default = Reply()
+    resolved = make_alert(keys=("USDT",), id="alert-0001-resolved", state="resolved")
+    publish(r, resolved)
+    step_until(r, running, "the resolution delivered")
+    assert r.hlen(KEYS.firing) == 0 and r.get(KEYS.sent("webhook", resolved.id)) == SENT
+
+    assert dlq(capsys, "replay", entry_id)[0] == 0
+    step_until(r, running, "the replayed alert handled")
+    assert [json.loads(p.body)["id"] for p in hook.ok] == [resolved.id, firing.id]
+    assert r.hlen(KEYS.firing) == 0
+    assert not r.keys(KEYS.group("*"))  # the incident is over: no group left holding it
+
+
 def test_list_newest_first_with_a_limit(
     env: pytest.MonkeyPatch, r: redis_lib.Redis, hook: SlackStandin, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert dlq(capsys, "list")[1] == "no dead letters\n"
-    running = alerters(r, [HttpWebhookSink(SecretStr(hook.url()), timeout=5)], per_sink=True)
+    running = alerters(r, [webhook(hook)])
     for n in (1, 2, 3):
         publish(r, make_alert(n))
     step_until(r, running, "three dead letters")
@@ -163,7 +224,7 @@ def test_purge_before_removes_only_older_entries(
     env: pytest.MonkeyPatch, r: redis_lib.Redis, hook: SlackStandin, capsys: pytest.CaptureFixture[str]
 ) -> None:
     clock = Clock()
-    running = alerters(r, [HttpWebhookSink(SecretStr(hook.url()), timeout=5)], per_sink=True, clock=clock)
+    running = alerters(r, [webhook(hook)], clock=clock)
     t0 = clock.now
     for n, at in ((1, t0 - 7200), (2, t0 - 3600), (3, t0)):
         clock.now = at
@@ -189,7 +250,7 @@ def test_purge_before_removes_only_older_entries(
 def test_invalid_alerts_are_listed_but_never_replayed(
     env: pytest.MonkeyPatch, r: redis_lib.Redis, hook: SlackStandin, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    running = alerters(r, [HttpWebhookSink(SecretStr(hook.url()), timeout=5)], per_sink=True)
+    running = alerters(r, [webhook(hook)])
     r.xadd(KEYS.alerts, {"alert": "{not json"})
     publish(r, make_alert(2))
     step_until(r, running, "both entries dead-lettered")
@@ -198,7 +259,7 @@ def test_invalid_alerts_are_listed_but_never_replayed(
 
     code, out, _ = dlq(capsys, "list")
     by_id = {row[0]: row for row in rows(out)}
-    assert by_id[invalid_id][2:6] == [ANY_SINK, "?", "?", "?"] and "invalid alert" in by_id[invalid_id][7]
+    assert by_id[invalid_id][2:6] == [ANY_SINK, "?", "?", "?"] and "unreadable alert" in by_id[invalid_id][7]
 
     code, _, err = dlq(capsys, "replay", valid_id, invalid_id)  # all or nothing when named
     assert code == 2 and "cannot be replayed" in err
