@@ -40,7 +40,7 @@ from alerter.route import Route, group_key, group_labels, match_routes
 from shared import keys as K
 from shared.keys import Keys
 from shared.models import Alert
-from shared.redisio import ensure_group
+from shared.redisio import ensure_group, safe_trim
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,10 @@ RECHECK = 10.0
 how soon an alert is notified after the alert inhibiting it resolves."""
 LEASE = 30.0
 """Seconds a replica holds a group it flushes; another takes it over after that."""
+ALERTS_MAXLEN = 10_000
+"""Routed alerts kept on the stream for inspection (unrouted ones are never trimmed)."""
+TRIM_EVERY = 100
+"""Steps between two trims of the alerts stream."""
 
 Entry = tuple[str, dict[str, str]]
 
@@ -68,15 +72,28 @@ class Router:
     claim_idle_ms: int = 5_000
     clock: Callable[[], float] = time.time
     _own: bool = True
+    _steps: int = 0
 
     def start(self) -> Router:
-        """(Re)create the consumer group; read this consumer's own pending entries first."""
+        """(Re)create the consumer group; read this consumer's own pending entries first. The
+        per-sink groups of earlier versions (``alert:{sink}``) are removed: they would keep the
+        stream from being trimmed, and the router reads every entry they held (the markers
+        keep what was delivered from being sent again)."""
         ensure_group(self.r, self.keys.alerts, K.ROUTE_GROUP)
+        groups: Any = self.r.xinfo_groups(self.keys.alerts)
+        for group in groups:
+            name = str(group["name"])
+            if name.startswith("alert:") and name != K.ROUTE_GROUP:
+                self.r.xgroup_destroy(self.keys.alerts, name)
+                log.info("removed the consumer group %s of an earlier alerter", name)
         self._own = True
         return self
 
     def step(self) -> int:
         """Route a batch of alerts, then flush the groups due. Returns entries + notices."""
+        self._steps += 1
+        if self._steps % TRIM_EVERY == 0:
+            safe_trim(self.r, self.keys.alerts, ALERTS_MAXLEN)
         routed = self._route_all(self._read())
         return routed + self.flush_due()
 

@@ -1,16 +1,17 @@
 """``monitorx dlq list|replay|purge``: read, send again or drop the alerter's dead letters.
 
 The dead-letter stream (``Keys.dead``) holds one entry per (alert, sink) pair the alerter gave up
-on (``alerter.service.Alerter._give_up``: fields ``alert``, ``sink``, ``error``, ``attempts``,
+on (``alerter.service.Delivery._give_up``: fields ``alert``, ``sink``, ``error``, ``attempts``,
 ``failed_at``), and one per alert entry it could not read at all (sink ``*``,
 ``alerter.service.ANY_SINK``).
 
 A replay sends the alert again through the normal pipeline: in one MULTI transaction per entry it
 deletes that sink's delivery marker (``Keys.sent``, ``dead`` since the give-up) and that sink's
 count in ``Keys.attempts``, adds the alert JSON back to the alerts stream (field ``alert``, as the
-workers emit it) and deletes the dead-letter entry. Sinks that delivered the alert keep their
-marker, so only the sink that gave up receives it again (while the other markers last:
-``MONITORX_SENT_TTL``). Entries of unreadable alerts cannot be replayed and are kept.
+workers emit it, and ``replay``: the sink) and deletes the dead-letter entry. The router sends a
+replay only to that receiver, as an event of its group: it changes no alert's state (a replayed
+firing alert that has resolved since does not fire again). Entries of unreadable alerts cannot
+be replayed and are kept.
 
 Exit status: 0 done, 2 bad input (the reason on standard error), 1 Redis unreachable.
 """

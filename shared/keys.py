@@ -10,8 +10,8 @@ Streams
     ``{p}quarantine``  ingestor. Frames set aside: ``reason``, ``received_at``, ``excerpt``
                        (at most QUARANTINE_EXCERPT characters of the raw frame). Capped, approximate.
     ``{p}alerts``      workers and the ingestor (feed_down) -> alerter. Field ``alert`` (Alert
-                       JSON). One consumer group per sink, ``alert:{sink}`` (``alert:slack``,
-                       ``alert:jsonl``...), so sinks never wait for each other.
+                       JSON), and ``replay`` (a receiver) on an entry ``monitorx dlq replay``
+                       wrote. Read by the alerter's router through the group ``alert:route``.
     ``{p}dead``        alerter. Alerts a receiver gave up on: ``alert``, ``sink`` (the
                        receiver), ``error``, ``attempts``, ``failed_at``.
     ``{p}notify:{receiver}``  alerter router -> that receiver's delivery loop. Field ``group``
@@ -75,7 +75,6 @@ QUEUE_NAME = "monitorx"
 """The RQ queue of check jobs."""
 
 DISPATCH_GROUP = "dispatch"
-ALERT_GROUP = "alert"
 QUARANTINE_EXCERPT = 512
 """Characters of a malformed frame kept in the quarantine stream."""
 QUARANTINE_MAXLEN = 10_000

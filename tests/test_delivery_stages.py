@@ -320,3 +320,16 @@ def test_monitorx_alerts_says_why_each_firing_alert_is_or_is_not_notified(
     assert alertscmd.main(["log", "--receiver", "crit"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 2 and " crit " in out[1] and " sent " in out[1]
+
+
+def test_the_per_sink_groups_of_an_earlier_alerter_are_removed_and_their_alerts_routed(
+    r: redis_lib.Redis, tmp_path: Path, clock: Clock
+) -> None:
+    publish(r, alert("OKX-B-SWAP", severity="critical"))
+    r.xgroup_create(KEYS.alerts, "alert:slack", id="0")
+    r.xreadgroup("alert:slack", "old", {KEYS.alerts: ">"})  # pending there, never acknowledged
+    alerter = setup(r, tmp_path, clock)
+    groups: Any = r.xinfo_groups(KEYS.alerts)
+    assert [g["name"] for g in groups] == ["alert:route"]
+    steps(alerter)
+    assert len(sent(r, "crit")) == 1
