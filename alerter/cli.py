@@ -106,6 +106,7 @@ def build_alerter(
     rules = compile_rules(config.inhibit_rules)
     clock = options.get("clock")
     extra = {k: v for k, v in options.items() if k in ("clock", "block_ms")}
+    extra["claim_idle_ms"] = options.get("retry_idle_ms", settings.retry_idle_ms)
     router = Router(r, keys, build_route(node), rules, settings.consumer, _invalid(r, keys, clock), **extra)
     loops = [
         Delivery.from_settings(r, settings, receiver, rules=rules, stopping=stopping, **options)

@@ -58,7 +58,8 @@ def notifications(
 
     if group.each_alert_alone and new:
         return [note((a,), (a,), False, version + i) for i, a in enumerate(new)]
-    if new:
-        return [note(tuple(shown), tuple(new), False, version)]
+    if new:  # a replayed event whose alert the group no longer holds is shown too
+        held = {a.fingerprint for a in shown}
+        return [note((*shown, *(a for a in new if a.fingerprint not in held)), tuple(new), False, version)]
     firing = tuple(a for a in shown if a.state == "firing")
     return [note(firing, (), True, version)] if repeat and firing else []

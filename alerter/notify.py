@@ -67,7 +67,8 @@ class Receiver(Protocol):
     """The receiver's name in the configuration (legacy sinks: ``console``, ``jsonl``, ``slack``,
     ``webhook``): part of the delivery markers, never change it."""
     channel: str
-    """What pacing counts against (a Slack channel; a webhook's host); ``""``: not paced."""
+    """What pacing counts against (a Slack channel; an incoming webhook: a hash of its URL);
+    ``""``: not paced (console, jsonl, generic webhooks, the legacy `.env` Slack sink)."""
 
     def send(self, notification: Notification, ref: MessageRef | None, now: float) -> MessageRef | None:
         """Send ``notification`` (change the message ``ref`` points at when there is one), or raise

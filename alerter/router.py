@@ -70,6 +70,7 @@ class Router:
     batch: int = 100
     block_ms: int = 1000
     claim_idle_ms: int = 5_000
+    """Entries idle this long in a dead replica are taken over (MONITORX_RETRY_IDLE_MS)."""
     clock: Callable[[], float] = time.time
     _own: bool = True
     _steps: int = 0

@@ -326,6 +326,8 @@ class Delivery:
         if every > 0 and note.firing:
             pipe.zadd(self.keys.groups, {group.key: now + every}, lt=True)
         pipe.execute()
+        assert self.pacer is not None  # a send of several writes took the channel till its end
+        self.pacer.hold(self.receiver.channel, self.clock() + self.pacer.interval, now)
         groups.forget(group, settled_fields(group, note.new))
         log.info("sent %s to %s", _label(note), self.receiver.name)
 

@@ -65,6 +65,7 @@ from alerter.sinks import (
     ERROR_CHARS,
     TRANSPORT_ERRORS,
     DeliveryError,
+    _header,
     _scrub,
     private_sdk_logger,
     retry_after_seconds,
@@ -262,7 +263,7 @@ class SlackBotReceiver:
         error = _error(response)
         needed = response.data.get("needed") if isinstance(response.data, dict) else None
         detail = _scrub(f" {error}" + (f" (needs {needed})" if needed else ""), self._token)[:ERROR_CHARS]
-        wait = _retry_after(response.headers)
+        wait = _header(response.headers, "Retry-After")
         if response.status_code != 200:
             return status_error(f"{self.name} {method}", response.status_code, detail, wait, now)
         limited = error == "ratelimited"
@@ -293,11 +294,3 @@ def _error(response: SlackResponse) -> str:
     """Slack's ``error`` of a refused call (``unknown`` when the body says none)."""
     data = response.data
     return str(data.get("error") or "unknown") if isinstance(data, dict) else "unknown"
-
-
-def _retry_after(headers: Mapping[str, Any]) -> str | None:
-    """The ``Retry-After`` header, its name in any case (slack-sdk keeps them as received)."""
-    found = next((value for key, value in headers.items() if key.lower() == "retry-after"), None)
-    if isinstance(found, list):
-        found = found[0] if found else None
-    return None if found is None else str(found)

@@ -86,6 +86,8 @@ def _yaml_check(inst: Instance) -> dict[str, Any]:
         out["schedule"] = list(inst.schedule)
     if not inst.enabled:
         out["enabled"] = False
+    if inst.labels:
+        out["labels"] = dict(inst.labels)
     return out
 
 
@@ -110,6 +112,7 @@ def to_yaml(config: Config) -> str:
         "version": 1,
         "stale_after": config.stale_after,
         "checks": {inst.name: _yaml_check(inst) for inst in config.instances},
+        **({"account_labels": dict(config.account_labels)} if config.account_labels else {}),
         **_yaml_delivery(config),
     }
     header = f"# converted from {config.source} by `monitorx config convert`\n"

@@ -18,7 +18,7 @@ Streams
                        (a group key), ``repeat`` (1: a route repeat): "this group is due",
                        the content is read from the group when it is sent. Group ``deliver``.
     ``{p}sendlog``      alerter. One entry per send attempt: ``receiver``, ``group``, ``status``
-                       (sent, retry, dead, paced), ``latency_ms``, ``alerts``, ``error``, ``at``.
+                       (sent, retry, dead), ``latency_ms``, ``alerts``, ``error``, ``at``.
                        Capped (NOTIFY_LOG_MAXLEN, approximate); read by ``monitorx alerts log``.
 Plain keys
     ``{p}latest:{account}``  hash ``observed_at``, ``seq``, ``snapshot`` (Snapshot JSON): the
@@ -47,7 +47,8 @@ Plain keys
                              ``labels``, ``timers``, ``created_at``, ``version``, ``flushed``,
                              ``sent_at`` and one field ``m:{fingerprint}`` per member (Alert
                              JSON of its latest event). Router and delivery loops of the alerter.
-    ``{p}groups``            sorted set group key -> when it is due (router; claimed with a lease).
+    ``{p}groups``            sorted set group key -> when it is due (router; claimed with a lease;
+                             ``silence expire`` makes every group due at once).
     ``{p}ref:{key}``         string, MessageRef JSON of the group's message (Slack bot mode).
     ``{p}pace:{channel}``    string, unix time before which nothing is posted to the channel
                              (one message per second, and a 429's Retry-After). Alerter replicas.

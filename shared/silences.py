@@ -38,6 +38,15 @@ DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 SilenceState = Literal["pending", "active", "expired"]
 
+# KEYS: the alerter's groups zset. ARGV: now. Every group due later is due now: the alerter
+# looks at it again at once, so what the expired silence muted is notified without waiting.
+_WAKE = """
+for _, key in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')) do
+  redis.call('ZADD', KEYS[1], ARGV[1], key)
+end
+return 1
+"""
+
 
 def format_duration(seconds: float) -> str:
     """Whole seconds as the shortest ``1d2h3m4s``-style text (``0s`` for zero or less)."""
@@ -127,6 +136,7 @@ class SilenceStore:
     def __init__(self, r: redis.Redis, keys: Keys) -> None:
         self._r = r
         self._key = keys.silences
+        self._groups = keys.groups
 
     def add(
         self, matchers: Sequence[str], duration: float, reason: str, by: str, now: float, max_duration: float
@@ -160,13 +170,16 @@ class SilenceStore:
         return [s for s in kept if include_expired or s.state(now) != "expired"]
 
     def expire(self, silence_id: str, now: float) -> bool:
-        """End the silence now: from ``now`` on it mutes nothing. True if it was pending or active;
-        False if there is no such silence or it had already expired (then nothing changes)."""
+        """End the silence now: from ``now`` on it mutes nothing, and every alerter looks at its
+        groups again at once (what the silence held back is notified now). True if it was
+        pending or active; False if there is no such silence or it had already expired (then
+        nothing changes)."""
         found = self.get(silence_id)
         if found is None or found.state(now) == "expired":
             return False
         ended = found.model_copy(update={"starts_at": min(found.starts_at, now), "ends_at": now})
         self._r.hset(self._key, silence_id, ended.model_dump_json())
+        self._r.eval(_WAKE, 1, self._groups, repr(now))
         return True
 
     def silencing(self, labels: Mapping[str, str], now: float) -> builtins.list[Silence]:

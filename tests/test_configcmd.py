@@ -8,6 +8,7 @@ from pathlib import Path
 
 from engine.plan import build
 from engine.registry import Registry
+from monitorx.configcmd import to_yaml
 from shared.config import load, parse
 
 
@@ -59,3 +60,13 @@ def test_convert_gives_an_equivalent_yaml(legacy_config: Path) -> None:
         )
         if bound.instance.check not in {"balance_report", "margin_snapshot"}:
             assert other.policy == bound.policy
+
+
+def test_to_yaml_keeps_the_labels_of_checks_and_accounts() -> None:
+    text = (
+        "version: 1\naccount_labels: {'BINANCE-AAZ*': {desk: aaz}}\n"
+        "checks:\n  low:\n    check: low_balance\n    labels: {team: treasury}\n"
+    )
+    again = parse(to_yaml(parse(text, "desk.yaml")), "again.yaml")
+    assert again.instances[0].labels == {"team": "treasury"}
+    assert again.account_labels == (("BINANCE-AAZ*", {"desk": "aaz"}),)

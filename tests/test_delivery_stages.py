@@ -67,7 +67,7 @@ def alert(
     severity: Severity = "warning",
     at: float = T0,
 ) -> Alert:
-    message = Message(f"{check} on {account}", f"{check} {state}", severity)
+    message = Message(f"{check} on {account}", f"{check} {state} on {account}", severity)
     return make_alert(
         instance=check,
         check=check,
@@ -165,8 +165,7 @@ def test_a_silenced_alert_is_told_when_its_silence_ends_if_it_still_fires(
     clock.now += 60
     steps(alerter)
     assert len(sent(r)) == 1  # still silenced
-    silences.expire(silence.id, clock.now)
-    clock.now += 60  # the next look (group_interval)
+    silences.expire(silence.id, clock.now)  # every group is looked at again at once
     steps(alerter)
     assert [x["account"] for x in lines(tmp_path / "desk.jsonl")][-1] == "OKX-B-SWAP"
     assert len(sent(r)) == 2

@@ -25,14 +25,13 @@ import pytest
 import redis as redis_lib
 
 from alerter.router import RECHECK
-from engine.alerts import make_alert
-from engine.checks.base import Message as CheckMessage
 from monitorx.procs import Child
 from shared import keys as K
 from shared.models import Alert, AlertState, Severity
 from tests.faults.harness import Pipelines
 from tests.pipeline import KEYS, Pipeline, write_config
 from tests.slack_standin import Call, Message, Reply, SlackStandin
+from tests.test_delivery_stages import alert as stage_alert
 
 log = logging.getLogger(__name__)
 
@@ -129,18 +128,7 @@ def alert(
     account: str, check: str = "delta", state: AlertState = "firing", severity: Severity = "warning"
 ) -> Alert:
     """An alert as a worker emits it, now (its labels and fingerprint are the engine's)."""
-    now = time.time()
-    message = CheckMessage(f"{check} on {account}", f"{check} {state} on {account}", severity)
-    return make_alert(
-        instance=check,
-        check=check,
-        account=account,
-        state=state,
-        message=message,
-        observed_at=now,
-        emitted_at=now,
-        keys=["BTCUSDT"],
-    )
+    return stage_alert(account, check, state, severity, at=time.time())
 
 
 def publish(r: redis_lib.Redis, alerts: Iterable[Alert]) -> float:
