@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alerter.notify import Notification
+from alerter.sinks import slack_escape
 from shared.models import Alert
 
 MAX_BLOCKS = 50
@@ -133,11 +134,6 @@ def alert_text(alert: Alert) -> str:
     headline = f"[{alert.state.upper()}] {alert.title}"
     details = f"*check* `{alert.check}` · *account* `{alert.account}` · *severity* {alert.severity}"
     return f"{icon} *{slack_escape(headline)}*\n{slack_escape(alert.text)}\n{slack_escape(details)}"
-
-
-def slack_escape(text: str) -> str:
-    """``&``, ``<`` and ``>`` as Slack's mrkdwn wants them (``alerter.sinks``' escaping)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _accounts(alerts: Sequence[Alert]) -> list[_Account]:

@@ -171,15 +171,16 @@ def slack_message(alert: Alert) -> tuple[str, list[dict[str, Any]]]:
     icon = ":red_circle:" if alert.state == "firing" else ":large_green_circle:"
     headline = f"[{alert.state.upper()}] {alert.title}"
     details = f"*check* `{alert.check}` · *account* `{alert.account}` · *severity* {alert.severity}"
-    section = f"{_slack_escape(alert.text)}\n{_slack_escape(details)}"
+    section = f"{slack_escape(alert.text)}\n{slack_escape(details)}"
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": headline[:150], "emoji": True}},
         {"type": "section", "text": {"type": "mrkdwn", "text": section[:3000]}},
     ]
-    return f"{icon} {_slack_escape(headline)}\n{_slack_escape(alert.text)}"[:4000], blocks
+    return f"{icon} {slack_escape(headline)}\n{slack_escape(alert.text)}"[:4000], blocks
 
 
-def _slack_escape(text: str) -> str:
+def slack_escape(text: str) -> str:
+    """``&``, ``<`` and ``>`` as Slack's mrkdwn wants them."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
