@@ -120,7 +120,9 @@ def _invalid(r: redis.Redis, keys: Keys, clock: Any) -> Callable[[str, dict[str,
 
     def put(entry_id: str, fields: dict[str, str], why: str) -> None:
         now = clock() if clock is not None else time.time()
-        dead_letter(r, keys, fields.get("alert") or repr(fields), ANY_SINK, why, 0, now).execute()
+        pipe = r.pipeline(transaction=True)
+        dead_letter(pipe, keys, fields.get("alert") or repr(fields), ANY_SINK, why, 0, now)
+        pipe.execute()
         log.error("invalid alert entry %s moved to %s: %s", entry_id, keys.dead, why[:200])
 
     return put

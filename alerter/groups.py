@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
@@ -34,6 +34,7 @@ from alerter.route import RouteMatch
 from shared.config import GROUP_BY_ALL
 from shared.keys import Keys
 from shared.models import Alert, fingerprint
+from shared.redisio import run_script
 
 MEMBER = "m:"
 EVENT = "e:"
@@ -67,12 +68,18 @@ redis.call('ZADD', z, 'LT', at, gk)
 return 1
 """
 
-# KEYS: groups zset. ARGV: group key, now, lease. Takes the group when due.
+# KEYS: groups zset. ARGV: now, lease, count, the group hash key prefix. Takes up to count due
+# groups (their due time moves lease seconds on) and returns key, HGETALL of its hash, ... (the
+# hashes are named from the prefix: one round trip for the claim and the reads).
 _CLAIM = """
-local due = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not due or tonumber(due) > tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[1])
-return 1
+local out = {}
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, key in ipairs(due) do
+  redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), key)
+  out[#out + 1] = key
+  out[#out + 1] = redis.call('HGETALL', ARGV[4] .. key)
+end
+return out
 """
 
 # KEYS: group hash, groups zset, ref. ARGV: group key, then field, value pairs: each field is
@@ -108,6 +115,19 @@ class Group:
     raw: dict[str, str] = field(default_factory=dict)
     """The hash as read (for compare-and-delete)."""
 
+    def without(self, fields: Iterable[str]) -> Group:
+        """This group with ``fields`` (``m:...``, ``e:...``) forgotten."""
+        gone = set(fields)
+        members = {fp: a for fp, a in self.members.items() if MEMBER + fp not in gone}
+        events = {i: a for i, a in self.events.items() if EVENT + i not in gone}
+        raw = {k: v for k, v in self.raw.items() if k not in gone}
+        return replace(self, members=members, events=events, raw=raw)
+
+    @property
+    def empty(self) -> bool:
+        """No member nor event left: the group is deleted."""
+        return not self.members and not self.events
+
     @property
     def each_alert_alone(self) -> bool:
         """``group_by: [...]``: every event is its own notification (no grouping at all)."""
@@ -140,10 +160,19 @@ def _route(text: str) -> RouteMatch:
 
 @dataclass
 class Groups:
-    """The groups of one Redis (``decode_responses=True`` client)."""
+    """The groups of one Redis (``decode_responses=True`` client). Every write can be queued on a
+    pipeline (``client``) so a stage makes one round trip for many groups."""
 
     r: redis.Redis
     keys: Keys
+    _add: Any = field(init=False, repr=False)
+    _claim: Any = field(init=False, repr=False)
+    _forget: Any = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._add = self.r.register_script(_ADD)
+        self._claim = self.r.register_script(_CLAIM)
+        self._forget = self.r.register_script(_FORGET)
 
     def add(
         self,
@@ -153,70 +182,76 @@ class Groups:
         alert: Alert,
         now: float,
         event_only: bool = False,
-    ) -> bool:
-        """Make ``alert`` the latest event of its members in group ``key`` and schedule the group;
-        False when it already was (a repeated stream entry changes nothing). ``event_only`` (a
+        client: Any = None,
+    ) -> Any:
+        """Make ``alert`` the latest event of its members in group ``key`` and schedule the group
+        (a repeated stream entry changes nothing: the script answers 0). ``event_only`` (a
         replayed dead letter): an event to send that changes no member."""
         raw = alert.model_dump_json()
         pairs = [x for fp in member_prints(alert) for x in (fp, raw)]
         argv = [key, now, match.receiver, json.dumps(dict(labels)), _route_json(match)]
         argv += [match.group_wait, match.group_interval, "1" if event_only else "0", *pairs]
-        script: Any = self.r.register_script(_ADD)
-        return bool(script(keys=[self.keys.group(key), self.keys.groups], args=argv))
-
-    def due(self, now: float, count: int = 100) -> list[str]:
-        """Keys of the groups due at ``now``, the earliest first."""
-        return list(self.r.zrangebyscore(self.keys.groups, "-inf", now, start=0, num=count))  # type: ignore[arg-type]
+        return run_script(self._add, [self.keys.group(key), self.keys.groups], argv, client)
 
     def next_due(self) -> float | None:
         """When the earliest group is due, None when none is scheduled."""
         first: Any = self.r.zrange(self.keys.groups, 0, 0, withscores=True)
         return float(first[0][1]) if first else None
 
-    def claim(self, key: str, now: float, lease: float) -> bool:
-        """Take a due group for ``lease`` seconds (its due time moves on); False if not due or
-        taken by another replica."""
-        script: Any = self.r.register_script(_CLAIM)
-        return bool(script(keys=[self.keys.groups], args=[key, now, lease]))
+    def claim_due(self, now: float, lease: float, count: int = 100, client: Any = None) -> Any:
+        """Take up to ``count`` groups due at ``now`` for ``lease`` seconds each (their due time
+        moves on, so no other replica takes them meanwhile). Its reply, given to
+        :func:`claimed`, is the groups read in the same round trip."""
+        args = [repr(now), lease, count, self.keys.group("")]
+        return run_script(self._claim, [self.keys.groups], args, client)
 
-    def schedule(self, key: str, at: float | None) -> None:
+    def schedule(self, key: str, at: float | None, client: Any = None) -> None:
         """Next due at ``at``; None: not scheduled (a new event schedules it again)."""
+        target = client if client is not None else self.r
         if at is None:
-            self.r.zrem(self.keys.groups, key)
+            target.zrem(self.keys.groups, key)
         else:
-            self.r.zadd(self.keys.groups, {key: at})
+            target.zadd(self.keys.groups, {key: at})
 
     def load(self, key: str) -> Group | None:
         """The group, or None when it does not exist (any more)."""
-        raw: dict[str, str] = self.r.hgetall(self.keys.group(key))  # type: ignore[assignment]
-        if "route" not in raw:
-            return None
-        sent = raw.get("sent_at")
-        return Group(
-            key=key,
-            receiver=raw["receiver"],
-            labels=json.loads(raw["labels"]),
-            route=_route(raw["route"]),
-            created_at=float(raw["created_at"]),
-            sent_at=float(sent) if sent else None,
-            queued=raw.get("queued") == "1",
-            members=_alerts(raw, MEMBER),
-            events=_alerts(raw, EVENT),
-            raw=raw,
-        )
+        return parse_group(key, self.r.hgetall(self.keys.group(key)))  # type: ignore[arg-type]
 
-    def unqueue(self, key: str) -> None:
-        """The group's notice is being handled: a change from now on queues a new one."""
-        self.r.hdel(self.keys.group(key), "queued")
-
-    def forget(self, group: Group, fields: Iterable[str]) -> bool:
+    def forget(self, group: Group, fields: Iterable[str], client: Any = None) -> Any:
         """Delete ``fields`` of the group that still hold what ``group`` read (a newer event that
-        replaced one stays); then delete the group if no member nor event is left. True if the
-        group is gone."""
+        replaced one stays); then delete the group (and its message ref) if no member nor event
+        is left: the script answers 1 then."""
         pairs = [x for f in fields if f in group.raw for x in (f, group.raw[f])]
-        script: Any = self.r.register_script(_FORGET)
         keys = [self.keys.group(group.key), self.keys.groups, self.keys.ref(group.key)]
-        return bool(script(keys=keys, args=[group.key, *pairs]))
+        return run_script(self._forget, keys, [group.key, *pairs], client)
+
+
+def claimed(reply: Any) -> list[tuple[str, Group | None]]:
+    """The groups of a :meth:`Groups.claim_due` reply: (key, the group or None if gone)."""
+    items = list(reply or [])
+    return [
+        (str(key), parse_group(str(key), dict(zip(flat[::2], flat[1::2], strict=True))))
+        for key, flat in zip(items[::2], items[1::2], strict=True)
+    ]
+
+
+def parse_group(key: str, raw: Mapping[str, str]) -> Group | None:
+    """A group from its hash as read; None when it does not exist (any more)."""
+    if "route" not in raw:
+        return None
+    sent = raw.get("sent_at")
+    return Group(
+        key=key,
+        receiver=raw["receiver"],
+        labels=json.loads(raw["labels"]),
+        route=_route(raw["route"]),
+        created_at=float(raw["created_at"]),
+        sent_at=float(sent) if sent else None,
+        queued=raw.get("queued") == "1",
+        members=_alerts(raw, MEMBER),
+        events=_alerts(raw, EVENT),
+        raw=dict(raw),
+    )
 
 
 def _alerts(raw: Mapping[str, str], prefix: str) -> dict[str, Alert]:

@@ -9,15 +9,16 @@ firing, take effect in every alerter at its next flush.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
 from alerter.inhibit import Rule, inhibitor
 from shared.keys import Keys
 from shared.models import Alert
-from shared.silences import Silence, SilenceStore
+from shared.silences import Silence, parse_silences
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,13 @@ class Mute:
 def firing_alerts(r: redis.Redis, keys: Keys) -> list[Alert]:
     """Every alert firing now, per fingerprint (unreadable entries are skipped)."""
     raw: Mapping[str, str] = r.hgetall(keys.firing)  # type: ignore[assignment]
+    return parse_alerts(raw.values())
+
+
+def parse_alerts(values: Iterable[str]) -> list[Alert]:
+    """Alert JSONs as Alerts, unreadable ones skipped."""
     alerts = []
-    for value in raw.values():
+    for value in values:
         try:
             alerts.append(Alert.model_validate_json(value))
         except ValueError:
@@ -57,7 +63,22 @@ def firing_alerts(r: redis.Redis, keys: Keys) -> list[Alert]:
     return alerts
 
 
+def read_mute(pipe: Any, keys: Keys, rules: tuple[Rule, ...]) -> None:
+    """Queue on ``pipe`` the reads :func:`mute_from` needs (silences; firing alerts if any rule)."""
+    pipe.hgetall(keys.silences)
+    if rules:
+        pipe.hgetall(keys.firing)
+
+
+def mute_from(replies: list[Any], rules: tuple[Rule, ...], now: float) -> Mute:
+    """The Mute of ``now`` from the replies of :func:`read_mute`'s reads, in order."""
+    silences = tuple(s for s in parse_silences(replies[0]) if s.state(now) == "active")
+    sources = tuple(a.labels for a in parse_alerts(replies[1].values())) if rules else ()
+    return Mute(sources, silences, rules, now)
+
+
 def load_mute(r: redis.Redis, keys: Keys, rules: tuple[Rule, ...], now: float) -> Mute:
-    """The Mute of ``now``, read from Redis (two reads: firing alerts, silences)."""
-    sources = tuple(a.labels for a in firing_alerts(r, keys)) if rules else ()
-    return Mute(sources, tuple(SilenceStore(r, keys).active(now)), rules, now)
+    """The Mute of ``now``, read from Redis in one round trip."""
+    pipe = r.pipeline(transaction=False)
+    read_mute(pipe, keys, rules)
+    return mute_from(pipe.execute(), rules, now)

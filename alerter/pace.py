@@ -8,12 +8,13 @@ changes of a group meanwhile merge into one message); other channels and receive
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from shared.keys import Keys
+from shared.redisio import run_script
 
 PACE_INTERVAL = 1.1
 """Seconds between two messages to one channel: Slack allows one per second per channel; the
@@ -44,19 +45,24 @@ class Pacer:
     r: redis.Redis
     keys: Keys
     interval: float = PACE_INTERVAL
+    _take: Any = field(init=False, repr=False)
+    _hold: Any = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._take = self.r.register_script(_TAKE)
+        self._hold = self.r.register_script(_HOLD)
 
     def take(self, channel: str, now: float) -> float:
         """Take the channel for one message: 0.0 when it was free, else the seconds to wait
         (nothing is taken then). A channel ``""`` is never paced."""
         if not channel:
             return 0.0
-        script: Any = self.r.register_script(_TAKE)
         args = [repr(now), repr(now + self.interval), PACE_TTL]
-        return float(script(keys=[self.keys.pace(channel)], args=args))
+        return float(run_script(self._take, [self.keys.pace(channel)], args))
 
-    def hold(self, channel: str, until: float, now: float) -> None:
-        """Nothing goes to the channel before ``until`` (a 429's Retry-After), in every replica."""
+    def hold(self, channel: str, until: float, now: float, client: Any = None) -> None:
+        """Nothing goes to the channel before ``until`` (a 429's Retry-After; the end of a send of
+        several writes), in every replica; queued on ``client`` when given."""
         if channel:
-            script: Any = self.r.register_script(_HOLD)
             ttl = PACE_TTL + max(0, int(until - now))
-            script(keys=[self.keys.pace(channel)], args=[repr(until), ttl])
+            run_script(self._hold, [self.keys.pace(channel)], [repr(until), ttl], client)

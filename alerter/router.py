@@ -25,18 +25,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 from pydantic import ValidationError
 
 from alerter.dedup import muted_events, new_events, visible
-from alerter.groups import Group, Groups, member_prints, settled_fields
+from alerter.groups import Group, Groups, claimed, member_prints, settled_fields
 from alerter.inhibit import Rule
-from alerter.mute import Mute, load_mute
-from alerter.route import Route, group_key, group_labels, match_routes
+from alerter.mute import Mute, mute_from, read_mute
+from alerter.route import Labels, Route, group_key, group_labels, match_routes
 from shared import keys as K
 from shared.keys import Keys
 from shared.models import Alert
@@ -74,6 +74,12 @@ class Router:
     clock: Callable[[], float] = time.time
     _own: bool = True
     _steps: int = 0
+    _reclaim_at: float = 0.0
+    """time.monotonic() before which no XAUTOCLAIM is tried."""
+    groups: Groups = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.groups = Groups(self.r, self.keys)
 
     def start(self) -> Router:
         """(Re)create the consumer group; read this consumer's own pending entries first. The
@@ -81,6 +87,7 @@ class Router:
         stream from being trimmed, and the router reads every entry they held (the markers
         keep what was delivered from being sent again)."""
         ensure_group(self.r, self.keys.alerts, K.ROUTE_GROUP)
+        self._reclaim_at = 0.0
         groups: Any = self.r.xinfo_groups(self.keys.alerts)
         for group in groups:
             name = str(group["name"])
@@ -106,15 +113,22 @@ class Router:
             self._own = len(entries) >= self.batch
             if entries:
                 return entries
+        return self._reclaim() or self._xread(">", self._block_ms())
+
+    def _reclaim(self) -> list[Entry]:
+        """Entries a dead replica left idle ``claim_idle_ms``; looked for at most twice per that
+        time (one round trip saved on most steps)."""
+        if time.monotonic() < self._reclaim_at:
+            return []
+        self._reclaim_at = time.monotonic() + self.claim_idle_ms / 2000
         reply: Any = self.r.xautoclaim(
             self.keys.alerts, K.ROUTE_GROUP, self.consumer, self.claim_idle_ms, "0-0", count=self.batch
         )
-        claimed = [(str(i), dict(f or {})) for i, f in reply[1]]
-        return claimed or self._xread(">", self._block_ms())
+        return [(str(i), dict(f or {})) for i, f in reply[1]]
 
     def _block_ms(self) -> int:
         """Wait for new alerts no longer than until the next group is due."""
-        due = Groups(self.r, self.keys).next_due()
+        due = self.groups.next_due()
         if due is None:
             return self.block_ms
         return max(1, min(self.block_ms, int((due - self.clock()) * 1000)))
@@ -129,94 +143,125 @@ class Router:
     # -- routing ---------------------------------------------------------------------------------
 
     def _route_all(self, entries: list[Entry]) -> int:
-        for entry_id, fields in entries:
-            if fields:
-                self.route_entry(entry_id, fields)
-            self.r.xack(self.keys.alerts, K.ROUTE_GROUP, entry_id)
+        """Record, route and group a batch of alerts, acknowledged, in one round trip (two when
+        it holds resolutions: the labels of the alerts they end are read first)."""
+        alerts = [(entry_id, fields, self._parse(entry_id, fields)) for entry_id, fields in entries]
+        ended = self._fired_labels([a for _, _, a in alerts if a is not None and a.state == "resolved"])
+        pipe, now = self.r.pipeline(transaction=False), self.clock()
+        for entry_id, fields, alert in alerts:
+            if alert is not None:
+                self._route(pipe, alert, fields.get("replay"), ended, now)
+            pipe.xack(self.keys.alerts, K.ROUTE_GROUP, entry_id)
+        pipe.execute()
         return len(entries)
 
-    def route_entry(self, entry_id: str, fields: dict[str, str]) -> None:
-        """Record, route and group one alert (an unreadable one is dead-lettered)."""
+    def _parse(self, entry_id: str, fields: dict[str, str]) -> Alert | None:
+        """The entry's alert; None for a deleted entry, or an unreadable one (dead-lettered)."""
+        if not fields:
+            return None
         try:
-            alert = Alert.model_validate_json(fields.get("alert") or "")
+            return Alert.model_validate_json(fields.get("alert") or "")
         except ValidationError as exc:
             self.dead_letter(entry_id, fields, f"unreadable alert: {exc.errors()[0]['msg']}")
-            return
-        labels = self._routing_labels(alert)
-        replay = fields.get("replay")  # monitorx dlq replay: the receiver that gave up
-        if replay is None:
-            self._record_firing(alert)
-        groups, now = Groups(self.r, self.keys), self.clock()
-        for match in match_routes(self.route, labels):
-            if replay is not None and match.receiver != replay:
-                continue
-            key = group_key(match, labels)
-            event = alert.model_copy(update={"labels": labels})
-            groups.add(key, match, group_labels(match, labels), event, now, event_only=replay is not None)
+            return None
 
-    def _routing_labels(self, alert: Alert) -> dict[str, str]:
-        """A resolution keeps the labels of the alert it resolves (its severity, say), so it
-        joins the same groups; anything else is routed by its own labels."""
-        if alert.state != "resolved":
-            return dict(alert.labels)
-        fired: Any = self.r.hget(self.keys.firing, member_prints(alert)[0])
-        if not fired:
-            return dict(alert.labels)
-        try:
-            return dict(Alert.model_validate_json(fired).labels)
-        except ValidationError:
-            return dict(alert.labels)
-
-    def _record_firing(self, alert: Alert) -> None:
+    def _route(
+        self, pipe: Any, alert: Alert, replay: str | None, ended: dict[str, Labels], now: float
+    ) -> None:
+        """Queue on ``pipe`` what one alert changes: what fires (not for a replay), and each
+        group of a route that takes it (a replay: only the receiver that gave up, as an event)."""
         prints = member_prints(alert)
+        labels = dict(ended.get(prints[0], alert.labels)) if alert.state == "resolved" else dict(alert.labels)
+        if replay is None:
+            self._record_firing(pipe, alert, prints, ended)
+        event = alert.model_copy(update={"labels": labels})
+        for match in match_routes(self.route, labels):
+            if replay is None or match.receiver == replay:
+                key, grouped = group_key(match, labels), group_labels(match, labels)
+                self.groups.add(key, match, grouped, event, now, event_only=replay is not None, client=pipe)
+
+    def _fired_labels(self, resolved: list[Alert]) -> dict[str, Labels]:
+        """Fingerprint -> labels of the firing alert each resolution ends (as recorded): a
+        resolution keeps them (its severity, say), so it joins the same groups."""
+        prints = list(dict.fromkeys(member_prints(a)[0] for a in resolved))
+        values: Any = self.r.hmget(self.keys.firing, prints) if prints else []
+        found: dict[str, Labels] = {}
+        for fp, alert in zip(prints, _alerts_or_none(values), strict=True):
+            if alert is not None:
+                found[fp] = alert.labels
+        return found
+
+    def _record_firing(self, pipe: Any, alert: Alert, prints: list[str], ended: dict[str, Labels]) -> None:
+        """What fires now: a firing alert per fingerprint, removed when resolved. ``ended``
+        learns the labels of alerts firing in this batch, for resolutions later in it."""
         if alert.state == "resolved":
-            self.r.hdel(self.keys.firing, *prints)
+            pipe.hdel(self.keys.firing, *prints)
         elif alert.keys:
-            self.r.hset(self.keys.firing, mapping=dict.fromkeys(prints, alert.model_dump_json()))
+            pipe.hset(self.keys.firing, mapping=dict.fromkeys(prints, alert.model_dump_json()))
+            ended.update(dict.fromkeys(prints, alert.labels))
 
     # -- flushing --------------------------------------------------------------------------------
 
     def flush_due(self) -> int:
-        """Flush every group due now; returns the notices queued."""
+        """Flush every group due now (claimed with a lease, read in the same round trip); returns
+        the notices queued. Three round trips when some group is due, one when none is."""
         now = self.clock()
-        groups = Groups(self.r, self.keys)
-        keys = groups.due(now)
-        if not keys:
+        found = claimed(self.groups.claim_due(now, LEASE))
+        if not found:
             return 0
-        mute = load_mute(self.r, self.keys, self.rules, now)
-        return sum(self.flush(groups, key, mute) for key in keys if groups.claim(key, now, LEASE))
+        groups = [g for _, g in found if g is not None]
+        ids = [
+            (g.receiver, i)
+            for g in groups
+            for i in sorted({a.id for a in g.members.values()} | set(g.events))
+        ]
+        pipe = self.r.pipeline(transaction=False)
+        read_mute(pipe, self.keys, self.rules)
+        pipe.mget([self.keys.sent(receiver, i) for receiver, i in ids] or [self.keys.sent("", "")])
+        replies = pipe.execute()
+        mute = mute_from(replies[:-1], self.rules, now)
+        told = {pair for pair, marker in zip(ids, replies[-1], strict=False) if marker is not None}
+        pipe = self.r.pipeline(transaction=False)
+        queued = sum(self.flush(pipe, key, group, mute, told) for key, group in found)
+        pipe.execute()
+        return queued
 
-    def flush(self, groups: Groups, key: str, mute: Mute) -> bool:
-        """One claimed group: drop its muted events, queue a notice when something is to be sent,
-        schedule its next look. True when a notice was queued."""
-        group = groups.load(key)
+    def flush(self, pipe: Any, key: str, group: Group | None, mute: Mute, told: set[tuple[str, str]]) -> bool:
+        """Queue on ``pipe`` the flush of one claimed group: forget its muted events and those
+        the receiver has been told (a repeated entry), a notice when something is to be sent,
+        its next look. True when a notice was queued."""
         if group is None:
-            groups.schedule(key, None)
+            self.groups.schedule(key, None, client=pipe)
             return False
-        told = self._told(group, visible(group, mute))
-        settled = settled_fields(group, [a for i, a in group.events.items() if told.get(i, False)])
+        knows = {
+            i: (group.receiver, i) in told for i in {a.id for a in group.members.values()} | set(group.events)
+        }
+        settled = settled_fields(group, [a for i, a in group.events.items() if knows[i]])
         dropped = [*muted_events(group, mute), *settled]
-        if dropped and groups.forget(group, dropped):
-            return False
-        group = groups.load(key) if dropped else group
-        if group is None:
-            return False
+        if dropped:
+            self.groups.forget(group, dropped, client=pipe)
+            group = group.without(dropped)
+            if group.empty:
+                return False
         shown = visible(group, mute)
         repeat = _repeat_due(group, shown, mute.now)
-        queue = (bool(new_events(group, shown, self._told(group, shown))) or repeat) and not group.queued
-        if queue:  # the flag first, in one transaction: the notice may be handled at once
-            pipe = self.r.pipeline(transaction=True)
+        queue = (bool(new_events(group, shown, knows)) or repeat) and not group.queued
+        if queue:  # the flag first: the notice may be handled at once
             pipe.hset(self.keys.group(key), "queued", "1")
             pipe.xadd(self.keys.notify(group.receiver), {"group": key, "repeat": "1" if repeat else "0"})
-            pipe.execute()
-        groups.schedule(key, _next_look(group, shown, mute))
+        self.groups.schedule(key, _next_look(group, shown, mute), client=pipe)
         return queue
 
-    def _told(self, group: Group, shown: list[Alert]) -> Mapping[str, bool]:
-        """Alert id -> whether the receiver has a marker for it (sent or dead)."""
-        ids = sorted({a.id for a in shown} | set(group.events))
-        markers: Any = self.r.mget([self.keys.sent(group.receiver, i) for i in ids]) if ids else []
-        return {i: m is not None for i, m in zip(ids, markers, strict=True)}
+
+def _alerts_or_none(values: list[Any]) -> list[Alert | None]:
+    """Alert JSONs (or None) as Alerts, None for a missing or unreadable one."""
+    found: list[Alert | None] = []
+    for value in values:
+        try:
+            found.append(Alert.model_validate_json(value) if value else None)
+        except ValidationError:
+            found.append(None)
+    return found
 
 
 def _repeat_due(group: Group, shown: list[Alert], now: float) -> bool:

@@ -37,7 +37,7 @@ rest, then ``XAUTOCLAIM`` of notices idle ``retry_idle_ms`` or more (those of a 
 new ones. ``start()`` (re)creates the consumer group; every Redis error leaves ``step()`` for the
 caller (``shared.redisio.ride_out``), which calls ``start()`` again.
 
-Exactly once. Per notification: send -> record (markers, ref, sent_at, in one transaction). A
+Exactly once. Per notification: send -> record (markers first, the ack last, one round trip). A
 crash after the record repeats nothing (the markers say the alerts were told); a crash before
 the send repeats nothing either. The one window is a crash between a send and its record: before
 each send the alert ids go to ``inflight:{receiver}:{group}``, and a later send that finds them
@@ -56,15 +56,15 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from alerter.dedup import new_events, notifications, visible
-from alerter.groups import Group, Groups, settled_fields
+from alerter.groups import Group, Groups, parse_group, settled_fields
 from alerter.inhibit import Rule
-from alerter.mute import load_mute
+from alerter.mute import mute_from, read_mute
 from alerter.notify import MessageRef, Notification, Receiver
 from alerter.pace import Pacer
 from alerter.sinks import DeliveryError
@@ -72,7 +72,7 @@ from shared import keys as K
 from shared.backoff import BackoffPolicy, backoff_delay
 from shared.keys import Keys
 from shared.lifecycle import redact
-from shared.redisio import ensure_group, safe_trim
+from shared.redisio import ensure_group, run_script, safe_trim
 from shared.settings import AlertSettings
 
 log = logging.getLogger(__name__)
@@ -90,17 +90,45 @@ TRIM_EVERY = 100
 Entry = tuple[str, dict[str, str]]
 
 
+def _ref(raw: str | None) -> MessageRef | None:
+    """A group's message ref as stored (``Keys.ref``), None when it has none."""
+    if not raw:
+        return None
+    data = json.loads(raw)
+    return MessageRef(data["channel"], data["ts"], data.get("data", {}))
+
+
 def _label(n: Notification) -> str:
     ids = ", ".join(a.id for a in (n.new or n.alerts)[:3])
     more = f" +{len(n.new or n.alerts) - 3}" if len(n.new or n.alerts) > 3 else ""
     return f"group {n.group_key} v{n.version} ({'repeat' if n.repeat else 'alerts'} {ids}{more})"
 
 
+# KEYS: the in-flight key of (receiver, group). ARGV: ttl, the receiver's marker key prefix, alert
+# ids. Returns a flag per id (1: it has a marker: told), then what was in flight before ('' for
+# nothing); the ids without a marker are in flight from now on.
+_TELL = """
+local reply, fresh = {}, {}
+for i = 3, #ARGV do
+  local told = redis.call('EXISTS', ARGV[2] .. ARGV[i])
+  reply[#reply + 1] = told
+  if told == 0 then fresh[#fresh + 1] = ARGV[i] end
+end
+reply[#reply + 1] = redis.call('GET', KEYS[1]) or ''
+if #fresh > 0 then
+  redis.call('SET', KEYS[1], cjson.encode(fresh), 'EX', ARGV[1])
+else
+  redis.call('DEL', KEYS[1])
+end
+return reply
+"""
+
+
 def dead_letter(
-    r: redis.Redis, keys: Keys, raw: str, receiver: str, error: str, attempts: int, now: float
-) -> Any:
-    """A transaction with one dead-letter XADD and the alerts_dead count queued: the caller adds
-    its other writes and executes it."""
+    client: Any, keys: Keys, raw: str, receiver: str, error: str, attempts: int, now: float
+) -> None:
+    """Queue on ``client`` (a pipeline, or a Redis client) one dead-letter XADD and the
+    alerts_dead count."""
     record: dict[Any, Any] = {
         "alert": raw,
         "sink": receiver,
@@ -108,10 +136,8 @@ def dead_letter(
         "attempts": attempts,
         "failed_at": repr(now),
     }
-    pipe = r.pipeline(transaction=True)
-    pipe.xadd(keys.dead, record, maxlen=K.DEAD_MAXLEN, approximate=True)
-    pipe.hincrby(keys.counters, K.COUNTER_DEAD, 1)
-    return pipe
+    client.xadd(keys.dead, record, maxlen=K.DEAD_MAXLEN, approximate=True)
+    client.hincrby(keys.counters, K.COUNTER_DEAD, 1)
 
 
 @dataclass
@@ -141,11 +167,19 @@ class Delivery:
     """None: ``Pacer(r, keys)``."""
     _steps: int = 0
     _claim_cursor: str = "0-0"
+    _reclaim_at: float = 0.0
+    """time.monotonic() before which no new XAUTOCLAIM scan starts."""
     started_at: float = 0.0
     """clock() at the first start: the earliest time an alert's wait is counted from."""
     _own_cursor: str | None = "0"
     _resting_until: float = 0.0
     _failures: int = 0
+    groups: Groups = field(init=False)
+    _tell: Any = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.groups = Groups(self.r, self.keys)
+        self._tell = self.r.register_script(_TELL)
 
     @classmethod
     def from_settings(
@@ -170,7 +204,7 @@ class Delivery:
         self.started_at = self.started_at or self.clock()
         self.pacer = self.pacer or Pacer(self.r, self.keys)
         ensure_group(self.r, self.stream, K.DELIVER_GROUP)
-        self._own_cursor, self._claim_cursor = "0", "0-0"
+        self._own_cursor, self._claim_cursor, self._reclaim_at = "0", "0-0", 0.0
         return self
 
     def step(self) -> int:
@@ -211,6 +245,12 @@ class Delivery:
         return [(eid, fields) for eid, fields in page if fields]
 
     def _reclaim(self) -> list[Entry]:
+        """Notices a dead replica left idle ``retry_idle_ms``; a scan starts at most twice per
+        that time (one round trip saved on most steps)."""
+        if self._claim_cursor == "0-0":
+            if time.monotonic() < self._reclaim_at:
+                return []
+            self._reclaim_at = time.monotonic() + self.retry_idle_ms / 2000
         idle, cursor = self.retry_idle_ms, self._claim_cursor
         reply: Any = self.r.xautoclaim(
             self.stream, K.DELIVER_GROUP, self.consumer, idle, cursor, count=self.batch
@@ -242,94 +282,134 @@ class Delivery:
     # -- one notice ------------------------------------------------------------------------------
 
     def handle(self, entry_id: str, fields: dict[str, str]) -> None:
-        """Send what the group has new for the receiver; ack when all of it is sent or dead."""
-        groups, key = Groups(self.r, self.keys), fields.get("group", "")
-        groups.unqueue(key)  # a change from here on queues a new notice
-        group = groups.load(key)
-        if group is None or all(self._send(groups, group, n) for n in self._compose(group, fields)):
-            self._ack([entry_id])
+        """Send what the group has new for the receiver; ack when all of it is sent or dead.
+        Round trips: one read (group, message ref, silences...), one for the markers (which also
+        marks the untold alerts in flight), then per notification its send and its record (with
+        the ack)."""
+        key = fields.get("group", "")
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hdel(self.keys.group(key), "queued")  # a change from here on queues a new notice
+        pipe.hgetall(self.keys.group(key))
+        pipe.get(self.keys.ref(key))
+        read_mute(pipe, self.keys, self.rules)
+        replies = pipe.execute()
+        group = parse_group(key, replies[1])
+        notes = [] if group is None else self._compose(group, replies[3:], fields.get("repeat") == "1")
+        if group is None or not notes:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.delete(self.keys.inflight(self.receiver.name, key))
+            pipe.xack(self.stream, K.DELIVER_GROUP, entry_id)
+            pipe.execute()
+            return
+        ref = _ref(replies[2])
+        for i, note in enumerate(notes):
+            last = i == len(notes) - 1
+            done, ref = self._send(group, note, ref, notes[i + 1 :], entry_id if last else None)
+            if not done:
+                return
 
-    def _compose(self, group: Group, fields: dict[str, str]) -> list[Notification]:
-        mute = load_mute(self.r, self.keys, self.rules, self.clock())
+    def _compose(self, group: Group, mute_replies: list[Any], repeat: bool) -> list[Notification]:
+        """The notifications of what the receiver has not been told, the untold alerts marked in
+        flight (a possible duplicate counted when an earlier send of them was never recorded)."""
+        mute = mute_from(mute_replies, self.rules, self.clock())
         shown = visible(group, mute)
         ids = sorted({a.id for a in shown} | set(group.events))
-        markers: Any = self.r.mget([self.keys.sent(self.receiver.name, i) for i in ids]) if ids else []
-        told = {i: m is not None for i, m in zip(ids, markers, strict=True)}
+        inflight = self.keys.inflight(self.receiver.name, group.key)
+        args = [self.sent_ttl, self.keys.sent(self.receiver.name, ""), *ids]
+        reply: Any = run_script(self._tell, [inflight], args)
+        told = {i: bool(flag) for i, flag in zip(ids, reply[:-1], strict=True)}
         version = int(group.raw.get("sent", "0")) + 1
-        return notifications(
-            group, shown, new_events(group, shown, told), fields.get("repeat") == "1", version
-        )
+        notes = notifications(group, shown, new_events(group, shown, told), repeat, version)
+        self._count_inflight(str(reply[-1]), notes)
+        return notes
 
-    def _send(self, groups: Groups, group: Group, note: Notification) -> bool:
-        """One notification: True when it is finished (sent or dead), False when it waits."""
-        if self._resting_until:  # an earlier notification of this notice failed: rest first
-            return False
+    def _send(
+        self,
+        group: Group,
+        note: Notification,
+        ref: MessageRef | None,
+        rest: list[Notification],
+        ack: str | None,
+    ) -> tuple[bool, MessageRef | None]:
+        """One notification: (finished, the group's message ref now); not finished when it
+        waits (pace, a rest). ``rest``: the notifications after it; ``ack``: the entry to
+        acknowledge with its record (the last one's)."""
         now = self.clock()
         assert self.pacer is not None
-        wait = self.pacer.take(self.receiver.channel, now)
-        if wait > 0:
-            self._resting_until = now + wait
-            return False
-        self._check_inflight(note)
+        wait = 0.0 if self._resting_until else self.pacer.take(self.receiver.channel, now)
+        if self._resting_until or wait > 0:
+            self._resting_until = self._resting_until or now + wait
+            self.r.delete(self.keys.inflight(self.receiver.name, group.key))  # nothing in flight
+            return False, ref
         started = time.monotonic()
         try:
-            ref = self.receiver.send(note, self._ref(group.key), now)
+            sent_ref = self.receiver.send(note, ref, now)
         except DeliveryError as exc:
-            return self._failed(groups, group, note, exc, time.monotonic() - started)
+            return self._failed(group, note, exc, time.monotonic() - started, ack), ref
         except Exception as exc:  # noqa: BLE001 -- a receiver bug must not stop the loop
             error = DeliveryError(redact(f"{type(exc).__name__}: {exc}"), True)
-            return self._failed(groups, group, note, error, time.monotonic() - started)
-        self._record(groups, group, note, ref, time.monotonic() - started)
-        return True
+            return self._failed(group, note, error, time.monotonic() - started, ack), ref
+        self._record(group, note, sent_ref, rest, time.monotonic() - started, ack)
+        return True, sent_ref if sent_ref is not None else ref
 
-    def _ref(self, key: str) -> MessageRef | None:
-        raw: Any = self.r.get(self.keys.ref(key))
-        if not raw:
-            return None
-        data = json.loads(raw)
-        return MessageRef(data["channel"], data["ts"], data.get("data", {}))
-
-    def _check_inflight(self, note: Notification) -> None:
-        """Count a possible duplicate when an earlier send of these alerts was never recorded,
-        then mark these as in flight."""
-        key = self.keys.inflight(self.receiver.name, note.group_key)
-        ids = [a.id for a in note.new]
-        earlier: Any = self.r.getset(key, json.dumps(ids))
-        self.r.expire(key, self.sent_ttl)
-        if earlier and set(json.loads(earlier)) & set(ids):
+    def _count_inflight(self, earlier: str, notes: list[Notification]) -> None:
+        """Count a possible duplicate when alerts about to be sent were in flight already: an
+        earlier send of them was never recorded (a crash between a send and its record)."""
+        ids = {a.id for n in notes for a in n.new}
+        if earlier and set(json.loads(earlier)) & ids:
             self.r.hincrby(self.keys.counters, K.COUNTER_MAYBE_DUPLICATED, 1)
             log.warning(
                 "%s to %s may be a duplicate: an earlier send of it was never recorded (a crash)",
-                _label(note),
+                _label(notes[0]),
                 self.receiver.name,
             )
 
     def _record(
-        self, groups: Groups, group: Group, note: Notification, ref: MessageRef | None, took: float
+        self,
+        group: Group,
+        note: Notification,
+        ref: MessageRef | None,
+        rest: list[Notification],
+        took: float,
+        ack: str | None,
     ) -> None:
+        """Markers, message ref, ``sent_at``, counters, send log, what the group can forget, the
+        channel held from now (a send of several writes), the ack: one round trip, in that
+        order (Redis applies a connection's commands in order: whatever part of it a crash lets
+        through, the markers come first and the ack last, so nothing is sent twice nor lost)."""
         self._failures = 0
         now = self.clock()
-        pipe = self.r.pipeline(transaction=True)
+        pipe = self.r.pipeline(transaction=False)
         for alert in note.new:
             pipe.set(self.keys.sent(self.receiver.name, alert.id), SENT, ex=self.sent_ttl)
-            pipe.hdel(self.keys.attempts(alert.id), self.receiver.name)
         if ref is not None:
             body = {"channel": ref.channel, "ts": ref.ts, "data": ref.data}
             pipe.set(self.keys.ref(group.key), json.dumps(body), ex=self.sent_ttl)
         pipe.hset(self.keys.group(group.key), mapping={"sent_at": repr(now)})
         pipe.hincrby(self.keys.group(group.key), "sent", 1)
-        pipe.delete(self.keys.inflight(self.receiver.name, group.key))
+        self._leave_inflight(pipe, group.key, rest)
         pipe.hincrby(self.keys.counters, K.COUNTER_DELIVERED, len(note.new))
         pipe.hincrby(self.keys.counters, K.COUNTER_NOTIFICATIONS, 1)
         self._log(pipe, note, "sent", took, "")
         every = group.route.repeat_interval
         if every > 0 and note.firing:
             pipe.zadd(self.keys.groups, {group.key: now + every}, lt=True)
+        assert self.pacer is not None
+        self.pacer.hold(self.receiver.channel, now + self.pacer.interval, now, client=pipe)
+        self.groups.forget(group, settled_fields(group, note.new), client=pipe)
+        if ack is not None:
+            pipe.xack(self.stream, K.DELIVER_GROUP, ack)
         pipe.execute()
-        assert self.pacer is not None  # a send of several writes took the channel till its end
-        self.pacer.hold(self.receiver.channel, self.clock() + self.pacer.interval, now)
-        groups.forget(group, settled_fields(group, note.new))
         log.info("sent %s to %s", _label(note), self.receiver.name)
+
+    def _leave_inflight(self, pipe: Any, key: str, rest: list[Notification]) -> None:
+        """Only the alerts of the notifications not sent yet stay in flight."""
+        inflight = self.keys.inflight(self.receiver.name, key)
+        ids = [a.id for n in rest for a in n.new]
+        if ids:
+            pipe.set(inflight, json.dumps(ids), ex=self.sent_ttl)
+        else:
+            pipe.delete(inflight)
 
     def _log(self, pipe: Any, note: Notification, status: str, took: float, error: str) -> None:
         entry = {
@@ -346,7 +426,7 @@ class Delivery:
     # -- failures --------------------------------------------------------------------------------
 
     def _failed(
-        self, groups: Groups, group: Group, note: Notification, error: DeliveryError, took: float
+        self, group: Group, note: Notification, error: DeliveryError, took: float, ack: str | None
     ) -> bool:
         """The notification stays pending (the receiver rests) while the error is retryable and
         its oldest alert younger than ``retry_for``; otherwise its alerts are dead-lettered."""
@@ -369,7 +449,7 @@ class Delivery:
         if error.retryable:  # still down: the next notice waits for the next probe
             self._rest(error)
         why = f"waited {age:.0f} s (retry_for {self.retry_for:.0f} s)" if error.retryable else "permanent"
-        self._give_up(groups, group, note, f"{why}: {error.message}", attempts)
+        self._give_up(group, note, f"{why}: {error.message}", attempts, ack)
         return True
 
     def _rest(self, error: DeliveryError) -> float:
@@ -401,18 +481,21 @@ class Delivery:
             pipe.expire(self.keys.attempts(alert.id), self.sent_ttl)
         return int(pipe.execute()[0])
 
-    def _give_up(self, groups: Groups, group: Group, note: Notification, why: str, attempts: int) -> None:
-        """Dead-letter each new alert of the notification, mark it, say so loudly."""
+    def _give_up(self, group: Group, note: Notification, why: str, attempts: int, ack: str | None) -> None:
+        """Dead-letter each new alert of the notification and mark it, in one transaction with
+        what the group can forget (and ``ack``); say so loudly."""
         now = self.clock()
+        pipe = self.r.pipeline(transaction=True)
         for alert in note.new:
-            pipe = dead_letter(
-                self.r, self.keys, alert.model_dump_json(), self.receiver.name, why, attempts, now
-            )
+            raw = alert.model_dump_json()
+            dead_letter(pipe, self.keys, raw, self.receiver.name, why, attempts, now)
             pipe.set(self.keys.sent(self.receiver.name, alert.id), DEAD, ex=self.sent_ttl)
-            pipe.execute()
         if note.repeat:
-            self.r.hset(self.keys.group(group.key), "sent_at", repr(now))
-        groups.forget(group, settled_fields(group, note.new))
+            pipe.hset(self.keys.group(group.key), "sent_at", repr(now))
+        self.groups.forget(group, settled_fields(group, note.new), client=pipe)
+        if ack is not None:
+            pipe.xack(self.stream, K.DELIVER_GROUP, ack)
+        pipe.execute()
         log.error(
             "GAVE UP sending %s to %s after %d failed attempt(s), %s -- in the dead-letter stream %s",
             *(_label(note), self.receiver.name, attempts, why, self.keys.dead),

@@ -185,3 +185,12 @@ def _group_floor(r: redis.Redis, stream: str, group: dict[str, Any]) -> tuple[in
         return _id_tuple(str(pending["min"]))
     ms, seq = _id_tuple(str(group["last-delivered-id"]))
     return ms, seq + 1
+
+
+def run_script(script: Any, keys: list[str], args: list[Any], client: Any = None) -> Any:
+    """Run a registered script (``r.register_script``) on its client, or queue it on ``client``
+    (a pipeline) as EVAL of its text: redis-py's scripts in a pipeline first ask SCRIPT EXISTS,
+    one more round trip per execute, and Redis caches the compiled text either way."""
+    if client is None:
+        return script(keys=keys, args=args)
+    return client.eval(script.script, len(keys), *keys, *args)

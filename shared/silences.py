@@ -197,8 +197,7 @@ class SilenceStore:
         """Every stored silence, oldest first (``created_at``, then ``id``); a malformed entry is
         logged and skipped, so it mutes nothing."""
         stored: dict[str, str] = self._r.hgetall(self._key)  # type: ignore[assignment]
-        parsed = (_parse(silence_id, raw) for silence_id, raw in stored.items())
-        return sorted((s for s in parsed if s is not None), key=lambda s: (s.created_at, s.id))
+        return parse_silences(stored)
 
     def _drop_old(self, silences: builtins.list[Silence], now: float) -> builtins.list[Silence]:
         """Delete the silences that ended more than SILENCE_RETENTION before ``now``; return the rest."""
@@ -206,6 +205,13 @@ class SilenceStore:
         if old:
             self._r.hdel(self._key, *old)
         return [s for s in silences if s.id not in old]
+
+
+def parse_silences(stored: Mapping[str, str]) -> builtins.list[Silence]:
+    """The silences of the hash ``Keys.silences`` as read (id -> JSON), oldest first
+    (``created_at``, then ``id``); a malformed entry is logged and skipped, so it mutes nothing."""
+    parsed = (_parse(silence_id, raw) for silence_id, raw in stored.items())
+    return sorted((s for s in parsed if s is not None), key=lambda s: (s.created_at, s.id))
 
 
 def _parse(silence_id: str, raw: str) -> Silence | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis as redis_lib
 
 from alerter.dedup import new_events, notifications, visible
-from alerter.groups import Groups, member_prints, settled_fields
+from alerter.groups import Groups, claimed, member_prints, settled_fields
 from alerter.inhibit import compile_rules
 from alerter.mute import Mute, load_mute
 from alerter.pace import Pacer
@@ -24,11 +24,12 @@ def test_adding_an_alert_twice_changes_nothing_and_a_new_group_waits_group_wait(
     r: redis_lib.Redis,
 ) -> None:
     groups, a = Groups(r, KEYS), alert("OKX-B-SWAP")
-    assert groups.add("g", MATCH, {"check": "delta"}, a, T0)
-    assert not groups.add("g", MATCH, {"check": "delta"}, a, T0 + 1)
+    assert groups.add("g", MATCH, {"check": "delta"}, a, T0) == 1
+    assert groups.add("g", MATCH, {"check": "delta"}, a, T0 + 1) == 0
     assert groups.next_due() == T0 + 2
-    assert groups.due(T0 + 1) == [] and groups.due(T0 + 2) == ["g"]
-    loaded = groups.load("g")
+    assert claimed(groups.claim_due(T0 + 1, lease=30)) == []
+    [(key, loaded)] = claimed(groups.claim_due(T0 + 2, lease=30))
+    assert key == "g" and loaded == groups.load("g")
     assert loaded is not None and list(loaded.members.values()) == [a] and list(loaded.events) == [a.id]
 
 
@@ -44,9 +45,9 @@ def test_a_change_after_a_notification_is_due_a_group_interval_after_it(r: redis
 def test_only_one_replica_claims_a_due_group_until_its_lease_ends(r: redis_lib.Redis) -> None:
     groups = Groups(r, KEYS)
     groups.add("g", ALONE, {}, alert("OKX-B-SWAP"), T0)
-    assert groups.claim("g", T0, lease=30)
-    assert not groups.claim("g", T0 + 29, lease=30)
-    assert groups.claim("g", T0 + 30, lease=30)
+    assert [k for k, _ in claimed(groups.claim_due(T0, lease=30))] == ["g"]
+    assert claimed(groups.claim_due(T0 + 29, lease=30)) == []
+    assert [k for k, _ in claimed(groups.claim_due(T0 + 30, lease=30))] == ["g"]
 
 
 def test_forgetting_keeps_a_newer_event_and_deletes_a_group_left_empty(r: redis_lib.Redis) -> None:
@@ -57,11 +58,11 @@ def test_forgetting_keeps_a_newer_event_and_deletes_a_group_left_empty(r: redis_
     assert read is not None
     resolved = alert("OKX-B-SWAP", state="resolved", at=T0 + 1)
     groups.add("g", ALONE, {}, resolved, T0 + 1)  # arrives while the firing one is being sent
-    assert not groups.forget(read, settled_fields(read, [firing]))
+    assert groups.forget(read, settled_fields(read, [firing])) == 0
     now = groups.load("g")
     assert now is not None and list(now.members.values()) == [resolved]
     r.set(KEYS.ref("g"), "{}")
-    assert groups.forget(now, settled_fields(now, [resolved]))
+    assert groups.forget(now, settled_fields(now, [resolved])) == 1
     assert r.exists(KEYS.group("g"), KEYS.ref("g")) == 0 and groups.next_due() is None
 
 
