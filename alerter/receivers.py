@@ -77,20 +77,22 @@ class ConsoleReceiver:
 
 
 class JsonlReceiver:
-    """One line per alert to post: ``alert_record(alert, now)`` plus ``group_key``, appended to
+    """One line per alert to post: ``alert_record(alert, now)`` plus ``group_key`` (not for the
+    legacy ``.env`` sink, ``group_key=False``: its lines stay exactly as they were), appended to
     a file opened per notification (rotation-friendly), all lines in one write."""
 
     channel = ""
 
-    def __init__(self, path: Path, name: str = "jsonl") -> None:
+    def __init__(self, path: Path, name: str = "jsonl", group_key: bool = True) -> None:
         self.name = name
         self.path = path
+        self._group_key = group_key
 
     def send(self, notification: Notification, ref: MessageRef | None, now: float) -> MessageRef | None:
         """Append the lines; DeliveryError (retryable) if the file cannot be written."""
+        group = {"group_key": notification.group_key} if self._group_key else {}
         lines = "".join(
-            json.dumps({**alert_record(a, now), "group_key": notification.group_key}, ensure_ascii=False)
-            + "\n"
+            json.dumps({**alert_record(a, now), **group}, ensure_ascii=False) + "\n"
             for a in to_post(notification)
         )
         if not lines:
@@ -207,7 +209,7 @@ def legacy_receivers(settings: AlertSettings) -> list[Receiver]:
     if settings.console:
         receivers.append(ConsoleReceiver("console"))
     if settings.alerts_jsonl is not None:
-        receivers.append(JsonlReceiver(settings.alerts_jsonl, "jsonl"))
+        receivers.append(JsonlReceiver(settings.alerts_jsonl, "jsonl", group_key=False))
     if settings.slack_webhook_url is not None:
         url, timeout = settings.slack_webhook_url, settings.http_timeout
         receivers.append(SlackWebhookReceiver(url, timeout, "slack", paced=False))

@@ -223,3 +223,11 @@ def test_legacy_receivers_are_named_and_ordered_as_the_sinks(tmp_path: Path) -> 
     assert legacy_receivers(AlertSettings()) == []
     only_jsonl = legacy_receivers(AlertSettings(alerts_jsonl=tmp_path / "b.jsonl"))
     assert [r.name for r in only_jsonl] == ["jsonl"]
+
+
+def test_the_legacy_jsonl_sink_writes_the_lines_it_always_wrote(tmp_path: Path) -> None:
+    [sink] = legacy_receivers(AlertSettings(alerts_jsonl=tmp_path / "a.jsonl"))
+    alert = make_alert(1)
+    sink.send(group([alert]), None, 1_700_000_000.0)
+    [line] = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert line == alert_record(alert, 1_700_000_000.0)
