@@ -79,3 +79,15 @@ def test_readme_yaml_example_is_valid(repo_root: Path) -> None:
         plan.bound
     )
     assert plan.get("margin-snapshot") is None
+
+
+def test_the_readme_delivery_example_is_a_valid_configuration(repo_root: Path) -> None:
+    readme = (repo_root / "README.md").read_text()
+    block = readme[readme.index("### Configuration: receivers, routes, inhibit rules") :]
+    text = block[block.index("```yaml") + len("```yaml") : block.index("```", block.index("```yaml") + 7)]
+    config = parse(text, "README.md")
+    assert config.problems == () and config.route is not None
+    assert set(config.receivers) == {"desk", "desk-critical", "treasury", "ops", "archive", "stdout"}
+    assert build(config, Registry.discover()).bound["treasury-balance"].labels_for("BINANCE-TRS1") == {
+        "team": "treasury"
+    }
