@@ -254,15 +254,18 @@ def parse_group(key: str, raw: Mapping[str, str]) -> Group | None:
     )
 
 
+def read_alert(text: str | None) -> Alert | None:
+    """An Alert from its JSON as stored; None for nothing or something unreadable (skipped)."""
+    try:
+        return Alert.model_validate_json(text) if text else None
+    except ValueError:
+        return None
+
+
 def _alerts(raw: Mapping[str, str], prefix: str) -> dict[str, Alert]:
-    found = {}
-    for name, value in raw.items():
-        if name.startswith(prefix):
-            try:
-                found[name[len(prefix) :]] = Alert.model_validate_json(value)
-            except ValueError:
-                continue
-    return found
+    """The alerts of the fields of ``raw`` named ``prefix`` + something, by that something."""
+    found = {name[len(prefix) :]: read_alert(value) for name, value in raw.items() if name.startswith(prefix)}
+    return {name: alert for name, alert in found.items() if alert is not None}
 
 
 def settled_fields(group: Group, sent: Iterable[Alert]) -> list[str]:

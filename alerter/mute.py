@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 
+from alerter.groups import read_alert
 from alerter.inhibit import Rule, inhibitor
 from shared.keys import Keys
 from shared.models import Alert
@@ -54,13 +55,7 @@ def firing_alerts(r: redis.Redis, keys: Keys) -> list[Alert]:
 
 def parse_alerts(values: Iterable[str]) -> list[Alert]:
     """Alert JSONs as Alerts, unreadable ones skipped."""
-    alerts = []
-    for value in values:
-        try:
-            alerts.append(Alert.model_validate_json(value))
-        except ValueError:
-            continue
-    return alerts
+    return [alert for alert in map(read_alert, values) if alert is not None]
 
 
 def read_mute(pipe: Any, keys: Keys, rules: tuple[Rule, ...]) -> None:

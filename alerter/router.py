@@ -33,7 +33,7 @@ import redis
 from pydantic import ValidationError
 
 from alerter.dedup import muted_events, new_events, visible
-from alerter.groups import Group, Groups, claimed, member_prints, settled_fields
+from alerter.groups import Group, Groups, claimed, member_prints, read_alert, settled_fields
 from alerter.inhibit import Rule
 from alerter.mute import Mute, mute_from, read_mute
 from alerter.route import Labels, Route, group_key, group_labels, match_routes
@@ -186,7 +186,7 @@ class Router:
         prints = list(dict.fromkeys(member_prints(a)[0] for a in resolved))
         values: Any = self.r.hmget(self.keys.firing, prints) if prints else []
         found: dict[str, Labels] = {}
-        for fp, alert in zip(prints, _alerts_or_none(values), strict=True):
+        for fp, alert in zip(prints, map(read_alert, values), strict=True):
             if alert is not None:
                 found[fp] = alert.labels
         return found
@@ -251,17 +251,6 @@ class Router:
             pipe.xadd(self.keys.notify(group.receiver), {"group": key, "repeat": "1" if repeat else "0"})
         self.groups.schedule(key, _next_look(group, shown, mute), client=pipe)
         return queue
-
-
-def _alerts_or_none(values: list[Any]) -> list[Alert | None]:
-    """Alert JSONs (or None) as Alerts, None for a missing or unreadable one."""
-    found: list[Alert | None] = []
-    for value in values:
-        try:
-            found.append(Alert.model_validate_json(value) if value else None)
-        except ValidationError:
-            found.append(None)
-    return found
 
 
 def _repeat_due(group: Group, shown: list[Alert], now: float) -> bool:
