@@ -54,6 +54,9 @@ Plain keys
                              (one message per second, and a 429's Retry-After). Alerter replicas.
     ``{p}inflight:{receiver}:{key}``  string, alert ids being sent: found at the next send, they
                              count a possible duplicate (a crash between a send and its record).
+    ``{p}hb:{role}:{name}``  string, Heartbeat JSON of one running process (shared.heartbeat),
+                             with a TTL: written by every long-running process in its loop, read
+                             by ``monitorx status`` / ``health`` and the web page.
     ``{p}silences``          hash silence id -> Silence JSON (shared.silences). Written by
                              ``monitorx silence add`` and ``expire`` (which rewrites ``ends_at``),
                              read by the alerter's silence stage and ``monitorx silence list``.
@@ -172,6 +175,9 @@ class Keys:
     @property
     def silences(self) -> str:
         return f"{self.prefix}silences"
+
+    def heartbeat(self, role: str, name: str) -> str:
+        return f"{self.prefix}hb:{role}:{name}"
 
     def notify(self, receiver: str) -> str:
         return f"{self.prefix}notify:{receiver}"
