@@ -21,8 +21,10 @@ from alerter.route import build_route
 from alerter.router import Router
 from alerter.service import ANY_SINK, Delivery, dead_letter
 from engine.plan import builtin_config
+from shared import keys as K
 from shared.cli import EXIT_USAGE, config_or_exit, settings_or_exit
 from shared.config import Config, default_route, load, secret_environment
+from shared.heartbeat import Beater
 from shared.keys import Keys
 from shared.lifecycle import Stopper, setup_logging
 from shared.redisio import Outage, connect, ride_out
@@ -128,24 +130,70 @@ def _invalid(r: redis.Redis, keys: Keys, clock: Any) -> Callable[[str, dict[str,
     return put
 
 
+@dataclass
+class Beating:
+    """The router's loop with the alerter's heartbeat: after each router step, when the beater
+    is due (every 5 s), one pipelined ``XINFO GROUPS`` of every receiver's notify stream gives
+    the details ``receivers`` (names) and ``backlog`` (receiver -> notices its delivery loop
+    has not finished: pending plus not yet read)."""
+
+    router: Router
+    beater: Beater
+    receivers: list[str]
+
+    def start(self) -> Router:
+        return self.router.start()
+
+    def step(self) -> int:
+        done = self.router.step()
+        if self.beater.due():
+            self.beater.beat({"receivers": self.receivers, "backlog": self.backlog()})
+        return done
+
+    def backlog(self) -> dict[str, int]:
+        """Notices waiting per receiver: the deliver group's pending entries plus its lag (when
+        Redis can tell it); 0 for a stream or group not there yet."""
+        pipe = self.beater.r.pipeline(transaction=False)
+        for name in self.receivers:
+            pipe.xinfo_groups(self.beater.keys.notify(name))
+        replies = pipe.execute(raise_on_error=False)
+        return {name: _waiting(reply) for name, reply in zip(self.receivers, replies, strict=True)}
+
+
+def _waiting(groups: Any) -> int:
+    """Pending plus unread notices of the deliver group in an XINFO GROUPS reply (or error)."""
+    if isinstance(groups, Exception):
+        return 0
+    for group in groups:
+        if group.get("name") == K.DELIVER_GROUP:
+            return int(group.get("pending") or 0) + int(group.get("lag") or 0)
+    return 0
+
+
 def _loop(target: Any, stopper: Stopper, name: str) -> None:
     """Step until stopped, riding out Redis outages of any length (``shared.redisio.ride_out``):
     after every Redis error ``start()`` again (a Redis that came back empty gets its groups)."""
     ride_out(target, stopper, Outage(name))
 
 
-def run(alerter: Alerter, stopper: Stopper) -> None:
+def run(alerter: Alerter, stopper: Stopper, beater: Beater | None = None) -> None:
     """The router in this thread, each delivery loop in its own, so a receiver that hangs or is
-    down never delays the others. All stop together on SIGTERM/SIGINT, each after its entry."""
+    down never delays the others. All stop together on SIGTERM/SIGINT, each after its entry.
+    With a ``beater``, the router's loop writes the heartbeat (:class:`Beating`); it is deleted
+    once every loop has stopped."""
     threads = [
         threading.Thread(target=_loop, args=(d, stopper, f"alerter {d.receiver.name}"), name=d.receiver.name)
         for d in alerter.deliveries
     ]
     for thread in threads:
         thread.start()
-    _loop(alerter.router, stopper, "alerter router")
+    receivers = [d.receiver.name for d in alerter.deliveries]
+    router = alerter.router if beater is None else Beating(alerter.router, beater, receivers)
+    _loop(router, stopper, "alerter router")
     for thread in threads:
         thread.join()
+    if beater is not None:
+        beater.stop()
 
 
 def _close(delivery: Delivery) -> None:
@@ -177,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     alerter = build_alerter(r, settings, config, receivers, stopping=stopper.is_set)
     names = ", ".join(x.name for x in receivers) or "nothing"
     log.info("alerter %s delivering to: %s", settings.consumer, names)
-    run(alerter, stopper)
+    run(alerter, stopper, Beater(r, settings.keys, "alerter", settings.consumer))
     for delivery in alerter.deliveries:
         _close(delivery)
     log.info("alerter %s stopped", settings.consumer)

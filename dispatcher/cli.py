@@ -9,6 +9,7 @@ from dispatcher.service import Dispatcher
 from engine.plan import load_plan
 from engine.reload import PlanSource
 from shared.cli import config_or_exit, settings_or_exit
+from shared.heartbeat import Beater
 from shared.lifecycle import Stopper, setup_logging
 from shared.redisio import Outage, connect, ride_out
 from shared.settings import DispatchSettings
@@ -28,8 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     plan = config_or_exit(lambda: load_plan(settings.config))
     source = PlanSource(settings.config, plan).install_sighup()
     url = str(settings.redis_url)
+    r = connect(url)
+    beater = Beater(r, settings.keys, "dispatcher", settings.consumer)
     dispatcher = Dispatcher(
-        r=connect(url),
+        r=r,
         rq_connection=connect(url, decode=False),
         keys=settings.keys,
         plan=plan,
@@ -40,11 +43,13 @@ def main(argv: list[str] | None = None) -> int:
         tick_seconds=settings.tick_seconds,
         claim_idle_ms=settings.claim_idle_ms,
         source=source,
+        beater=beater,
     )
     stopper = Stopper().install()
     log.info(
         "dispatcher %s routing %d instances from %s", settings.consumer, len(plan.bound), plan.config.source
     )
     ride_out(dispatcher, stopper, Outage(f"dispatcher {settings.consumer}"))
+    beater.stop()
     log.info("dispatcher stopped")
     return 0

@@ -19,6 +19,12 @@ error, so an outage of any length, or a Redis that came back empty, is ridden ou
 runs RQ's clean-up of abandoned jobs (a worker died mid-job), which fails them and reports them as
 ``check_error`` alerts (see workers.jobs.on_job_failure) within seconds of their timeout,
 rather than at a worker's next maintenance.
+
+Heartbeat: with a ``beater`` (built by ``monitorx dispatch``), every step ends with
+:meth:`shared.heartbeat.Beater.beat` (one SET at most every 5 s, no read), whose details are
+``read_lag_s``: when the newest snapshot entry handled so far (by its ``observed_at`` field) was
+handled, how many seconds after its observation that was (None before the first entry); and
+``newest_observed_at``, that observation time, from which a reader gets the data's age.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from engine.reload import PlanSource
 from engine.store import GATE_FIELD
 from engine.tick import report_decision, time_driven
 from shared import keys as K
+from shared.heartbeat import Beater
 from shared.keys import Keys, job_id_part
 from shared.redisio import ensure_group
 
@@ -91,7 +98,13 @@ class Dispatcher:
     clock: Callable[[], float] = time.time
     source: PlanSource | None = None
     """Where a new plan comes from on SIGHUP or a file change (None: the plan never changes)."""
+    beater: Beater | None = None
+    """Where each step's heartbeat goes (None: no heartbeat; tests that call step())."""
     started_at: float = field(default=0.0)
+    read_lag_s: float | None = None
+    """Seconds between the observation of the newest snapshot entry handled and its handling."""
+    newest_observed_at: float | None = None
+    """The ``observed_at`` of the newest snapshot entry handled (None before the first)."""
     _next_tick: float = 0.0
     _next_claim: float = 0.0
     _queue: Queue | None = None
@@ -129,6 +142,8 @@ class Dispatcher:
         if self.clock() >= self._next_tick:
             self._next_tick = self.clock() + self.tick_seconds
             enqueued += self.tick(self.clock())
+        if self.beater is not None:
+            self.beater.beat({"read_lag_s": self.read_lag_s, "newest_observed_at": self.newest_observed_at})
         return enqueued
 
     def _read(self, start: str = ">") -> list[tuple[str, dict[str, str]]]:
@@ -163,6 +178,7 @@ class Dispatcher:
     def _handle(self, entries: Sequence[tuple[str, dict[str, str]]]) -> int:
         if not entries:
             return 0
+        self._observe(entries)
         pairs = [
             (b.name, f["account"], None)
             for _, f in entries
@@ -172,6 +188,15 @@ class Dispatcher:
         enqueued = self.enqueue(self.changed(pairs))
         self.r.xack(self.keys.snapshots, K.DISPATCH_GROUP, *[eid for eid, _ in entries])
         return enqueued
+
+    def _observe(self, entries: Sequence[tuple[str, dict[str, str]]]) -> None:
+        """Move ``newest_observed_at`` and ``read_lag_s`` forward to the newest of ``entries``
+        (an entry without a readable ``observed_at`` is ignored)."""
+        times = [_observed_at(f) for _, f in entries]
+        newest = max((t for t in times if t is not None), default=None)
+        if newest is not None and (self.newest_observed_at is None or newest >= self.newest_observed_at):
+            self.newest_observed_at = newest
+            self.read_lag_s = round(self.clock() - newest, 3)  # negative: the clocks differ
 
     def changed(self, pairs: Sequence[Pair]) -> list[Pair]:
         """The snapshot pairs that need an evaluation: all but those whose gate holds for their
@@ -272,3 +297,11 @@ class Dispatcher:
         counts.hincrby(self.keys.counters, K.COUNTER_COALESCED, len(unique) - len(todo))
         counts.execute()
         return len(todo)
+
+
+def _observed_at(fields: dict[str, str]) -> float | None:
+    """The ``observed_at`` field of a snapshot entry, None when absent or unreadable."""
+    try:
+        return float(fields["observed_at"])
+    except (KeyError, ValueError):
+        return None

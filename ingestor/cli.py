@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from websockets.exceptions import InvalidProxy, InvalidURI
 from ingestor.client import GiveUp, run
 from ingestor.record import Recorder
 from shared.cli import EXIT_USAGE, settings_or_exit
+from shared.heartbeat import Beater
 from shared.lifecycle import setup_logging
 from shared.redisio import connect
 from shared.settings import IngestSettings
@@ -55,13 +57,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(settings: IngestSettings, recorder: Recorder | None) -> int:
+    r = connect(str(settings.redis_url))
+    beater = Beater(r, settings.keys, "ingestor", heartbeat_name(settings))
     try:
-        asyncio.run(run(settings, connect(str(settings.redis_url)), recorder=recorder))
+        asyncio.run(run(settings, r, recorder=recorder, beater=beater))
     except GiveUp as exc:
         # A configuration error needs no traceback (and an invalid URI's may show user info).
         log.error("ingestor gave up: %s", exc, exc_info=not isinstance(exc.__cause__, CONFIG_ERRORS))
         return EXIT_GAVE_UP
     return EXIT_OK
+
+
+def heartbeat_name(settings: IngestSettings) -> str:
+    """The ingestor's name in its heartbeat: ``{feed}-{hostname}`` (one per feed and host,
+    stable across restarts, like the dispatcher's and the alerter's consumer names)."""
+    return f"{settings.feed_name}-{socket.gethostname()}"
 
 
 def _settings(args: argparse.Namespace) -> IngestSettings:

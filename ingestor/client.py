@@ -7,6 +7,10 @@ batch to Redis in a worker thread, retrying with backoff while Redis is unavaila
 absent Redis therefore never delays receiving, and the watchdog measures only the feed. A third
 task evaluates the feed's health (:mod:`ingestor.health`) every ``HEALTH_EVERY`` seconds and
 queues its ``feed_down`` alerts, with the feed's status hash, in the same pending batch.
+With a heartbeat writer, a fourth task writes the heartbeat every ``HEARTBEAT_EVERY`` seconds in
+a worker thread (as the writer writes), with the details ``{"feeds": {feed: {"state": "up" |
+"down" | "connecting", "last_frame_at": unix time or None}}}``; the heartbeat is deleted on
+leaving :meth:`GalioClient.run`, after the last beat (a lock orders the two).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import contextlib
 import json
 import logging
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +36,7 @@ from ingestor.health import FeedHealth, FeedStatus, reason_of
 from ingestor.ingest import Ingestor
 from ingestor.record import Recorder
 from shared.backoff import BackoffPolicy, backoff_delay
+from shared.heartbeat import Beater
 from shared.redisio import REDIS_BACKOFF
 from shared.settings import IngestSettings
 
@@ -89,8 +95,10 @@ class GalioClient:
         *,
         recorder: Recorder | None = None,
         r: redis.Redis | None = None,
+        beater: Beater | None = None,
     ) -> None:
-        """``r``: where the feed's status hash is read at start (None: no outage is adopted)."""
+        """``r``: where the feed's status hash is read at start (None: no outage is adopted);
+        ``beater``: the process's heartbeat (None: none written)."""
         self._settings = settings
         self._ingestor = ingestor
         self._recorder = recorder
@@ -101,6 +109,9 @@ class GalioClient:
         self._health = FeedHealth(settings.feed_name, self._where, settings.feed_down_seconds, time.time())
         self._status_key = settings.keys.feed(settings.feed_name)
         self._r = r
+        self._beater = beater
+        self._beat_lock = threading.Lock()
+        self._beats_over = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Receive and publish until ``stop`` is set, then close the websocket and write what is
@@ -110,13 +121,15 @@ class GalioClient:
         writer = asyncio.create_task(self._write_loop(), name="redis-writer")
         health = asyncio.create_task(self._watch_feed(), name="feed-health")
         stopped = asyncio.create_task(stop.wait(), name="stop")
+        beats = asyncio.create_task(self._beat_loop(), name="heartbeat")
         try:
             await asyncio.wait({sessions, health, stopped}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (sessions, stopped, health, writer):
+            for task in (sessions, stopped, health, writer, beats):
                 task.cancel()
-            await asyncio.gather(sessions, stopped, health, writer, return_exceptions=True)
+            await asyncio.gather(sessions, stopped, health, writer, beats, return_exceptions=True)
             await self._final_flush()
+            await asyncio.to_thread(self._end_beats)
         for task in (sessions, health):
             error = None if task.cancelled() else task.exception()
             if error is not None:
@@ -232,6 +245,37 @@ class GalioClient:
                 )
             await asyncio.sleep(HEALTH_EVERY)
 
+    def feeds(self) -> dict[str, dict[str, Any]]:
+        """The heartbeat's ``feeds`` detail: this client's one feed, its connection state
+        (:meth:`ingestor.health.FeedHealth.connection`) and last frame time."""
+        health = self._health
+        return {health.feed: {"state": health.connection(), "last_frame_at": health.last_frame_at}}
+
+    async def _beat_loop(self) -> None:
+        """Write the heartbeat every ``beater.every`` seconds, in a worker thread (a Redis that
+        hangs never holds the frames up); a Redis error skips one beat."""
+        if self._beater is None:
+            return
+        while True:
+            try:
+                await asyncio.to_thread(self._beat, {"feeds": self.feeds()})
+            except redis.RedisError as exc:
+                log.debug("heartbeat not written: %s", exc)
+            await asyncio.sleep(self._beater.every)
+
+    def _beat(self, details: dict[str, Any]) -> None:
+        with self._beat_lock:
+            if self._beater is not None and not self._beats_over:
+                self._beater.beat(details, force=True)
+
+    def _end_beats(self) -> None:
+        """Delete the heartbeat; a beat still running in its thread finishes first, and no
+        other is written afterwards."""
+        with self._beat_lock:
+            self._beats_over = True
+            if self._beater is not None:
+                self._beater.stop()
+
     async def _adopt(self) -> None:
         """Read the status hash (when Redis answers within ADOPT_TIMEOUT) and take over a "down"."""
         if self._r is None:
@@ -284,12 +328,14 @@ async def run(
     *,
     recorder: Recorder | None = None,
     stop: asyncio.Event | None = None,
+    beater: Beater | None = None,
 ) -> None:
     """The ingestor process: receive until SIGTERM/SIGINT (or ``stop``), then close the websocket.
-    Raises :class:`GiveUp` on an error that is not retried. The caller owns (closes) ``recorder``."""
+    Raises :class:`GiveUp` on an error that is not retried. The caller owns (closes) ``recorder``.
+    ``beater``: the process's heartbeat, deleted on return."""
     stop = asyncio.Event() if stop is None else stop
     ingestor = Ingestor(r, settings.keys, stream_maxlen=settings.stream_maxlen)
     with _signals_set(stop):
         log.info("ingesting %s into %s", display_uri(settings), settings.keys.snapshots)
-        await GalioClient(settings, ingestor, recorder=recorder, r=r).run(stop)
+        await GalioClient(settings, ingestor, recorder=recorder, r=r, beater=beater).run(stop)
     log.info("ingestor stopped")

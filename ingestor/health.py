@@ -35,6 +35,7 @@ CLOSE_REASON_CHARS = 60
 """Characters of a server's close reason kept in a reason."""
 
 FeedState = Literal["up", "down"]
+Connection = Literal["up", "down", "connecting"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,19 @@ class FeedHealth:
         self._back_at: float | None = None
         self.status = FeedStatus("up", "", started_at, started_at)
         """The state as of the last change (what the status hash should hold)."""
+
+    def connection(self) -> Connection:
+        """The feed as the ingestor's heartbeat shows it: ``down`` while its feed_down alert
+        fires (until a frame arrives), else ``up`` while a session is open, else
+        ``connecting`` (between sessions, reconnecting)."""
+        if self._down_since is not None and self._back_at is None:
+            return "down"
+        return "up" if self._connected_at is not None else "connecting"
+
+    @property
+    def last_frame_at(self) -> float | None:
+        """When the last frame arrived (None before the first)."""
+        return self._last_frame
 
     def connected(self, now: float) -> None:
         """A session completed its handshake."""

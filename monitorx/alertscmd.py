@@ -1,7 +1,8 @@
 """``monitorx alerts [--silenced] [--inhibited]`` and ``monitorx alerts log``.
 
 ``alerts``: what fires now (the alerter's ``Keys.firing``), and for each alert why it is or is not
-being notified, decided by the alerter's own stages (``alerter.mute``: inhibited by which alert,
+being notified, decided by the alerter's own stages (``alerter.mute``, read through
+:func:`monitorx.status.firing_now`, as ``monitorx status`` counts them: inhibited by which alert,
 silenced by which silence; else, per receiver its route sends it to, ``notified`` when the
 receiver's delivery marker is there, ``waiting`` while the group's timers or a rest hold it).
 Like ``amtool alert query``; ``--silenced`` / ``--inhibited`` show only those.
@@ -27,10 +28,10 @@ from typing import Any
 import redis
 
 from alerter.inhibit import compile_rules
-from alerter.mute import Mute, firing_alerts, load_mute
 from alerter.receivers import legacy_receivers
 from alerter.route import Route, build_route, match_routes
 from engine.plan import builtin_config
+from monitorx.status import FiringAlert, firing_now
 from shared.cli import EXIT_USAGE, config_or_exit, config_path, settings_or_exit
 from shared.config import Config, default_route, load
 from shared.keys import Keys
@@ -88,33 +89,30 @@ def _alerts(
     r: redis.Redis, settings: AlertSettings, config: Config, silenced: bool, inhibited: bool, now: float
 ) -> int:
     node = config.route or default_route(receiver_names(config, settings))
-    mute = load_mute(r, settings.keys, compile_rules(config.inhibit_rules), now)
-    rows = [
-        _row(r, settings.keys, build_route(node), mute, a) for a in _ordered(firing_alerts(r, settings.keys))
-    ]
+    route = build_route(node)
+    alerts = firing_now(r, settings.keys, compile_rules(config.inhibit_rules), now)
     if silenced or inhibited:
         wanted = (("silenced",) if silenced else ()) + (("inhibited",) if inhibited else ())
-        rows = [row for row in rows if row[-1].startswith(wanted)]
-    if not rows:
+        alerts = [a for a in alerts if a.mark in wanted]
+    if not alerts:
         print("nothing fires" if not (silenced or inhibited) else "no such alert fires")
         return 0
-    _table(("SINCE (UTC)", "SEVERITY", "CHECK", "ACCOUNT", "KEY", "STATUS"), rows)
+    _table(
+        ("SINCE (UTC)", "SEVERITY", "CHECK", "ACCOUNT", "KEY", "STATUS"),
+        [_row(r, settings.keys, route, a) for a in alerts],
+    )
     return 0
 
 
-def _ordered(alerts: Sequence[Alert]) -> list[Alert]:
-    unique = {a.id: a for a in alerts}
-    return sorted(unique.values(), key=lambda a: (a.account, a.check, a.id))
-
-
-def _row(r: redis.Redis, keys: Keys, route: Route, mute: Mute, alert: Alert) -> tuple[str, ...]:
+def _row(r: redis.Redis, keys: Keys, route: Route, firing: FiringAlert) -> tuple[str, ...]:
+    alert = firing.alert
     return (
         _when(alert.observed_at),
         alert.severity,
         alert.check,
         alert.account,
         ",".join(alert.keys),
-        mute.reason(alert) or _delivery(r, keys, route, alert),
+        firing.muted or _delivery(r, keys, route, alert),
     )
 
 

@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("monitorx.configcmd", "check, show or convert a configuration"),
     "silence": ("monitorx.silencecmd", "add, list or expire silences (mute alerts by label)"),
     "dlq": ("monitorx.dlqcmd", "list, replay or purge dead letters (alerts given up on)"),
+    "status": ("monitorx.statuscmd", "is MonitorX working: problems first, then every figure (--json)"),
+    "health": ("monitorx.healthcmd", "exit 0 when a process of --role on this host has a fresh heartbeat"),
     "bench": ("monitorx.bench", "benchmark bare RQ against the pipeline"),
     "backtest": ("monitorx.backtest", "replay a recording through the checks offline"),
 }

@@ -82,6 +82,11 @@ class Beater:
     def key(self) -> str:
         return self.keys.heartbeat(self.role, self.name)
 
+    def due(self) -> bool:
+        """Whether :meth:`beat` would write now: lets a caller build costly details (a Redis
+        read) only when they are written."""
+        return self.clock() - self._last >= self.every
+
     def beat(self, details: Mapping[str, Any] | None = None, force: bool = False) -> bool:
         """Write the heartbeat if ``every`` seconds passed since the last write (or ``force``);
         True when written. Redis errors are the caller's (its loop rides them out)."""

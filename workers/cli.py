@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import uuid
 
 from engine.plan import load_plan
 from engine.reload import PlanSource
 from shared.cli import config_or_exit, settings_or_exit
+from shared.heartbeat import Beater
 from shared.lifecycle import Stopper, setup_logging
 from shared.redisio import Outage, connect
 from shared.settings import WorkerSettings
@@ -27,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--class", dest="kind", choices=["simple", "fork"], help="worker class (default: settings)"
     )
-    parser.add_argument("--name", help="worker name shown by rq info")
+    parser.add_argument(
+        "--name", help="worker name shown by rq info and in its heartbeat (default: a random hex id, as rq's)"
+    )
     args = parser.parse_args(argv)
     settings = settings_or_exit(WorkerSettings)
     setup_logging(settings.log_level, settings.log_format)
@@ -37,11 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     source = PlanSource(settings.config, plan).install_sighup()
     kind = args.kind or settings.worker_class
     rq_connection = connect(url, decode=False)
+    name = args.name or settings.name or uuid.uuid4().hex  # one name for the process's life
+    beater = Beater(connect(url), settings.keys, "worker", name)  # its own client: safe to fork
 
     def make() -> MonitorSimpleWorker | MonitorForkWorker:
-        return make_worker(kind, rq_connection, context, name=args.name or settings.name, source=source)
+        return make_worker(kind, rq_connection, context, name=name, source=source)
 
-    log.info("worker (%s) running %d instances", kind, len(plan.bound))
+    log.info("worker %s (%s) running %d instances", name, kind, len(plan.bound))
     stopper = Stopper().install()
-    run_worker(make, stopper, Outage("worker"), burst=args.burst, level=settings.log_level.upper())
+    level = settings.log_level.upper()
+    run_worker(make, stopper, Outage("worker"), burst=args.burst, level=level, beater=beater)
     return 0

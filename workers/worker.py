@@ -1,9 +1,17 @@
 """The RQ worker process: SimpleWorker (default) or the forking Worker, JSON serializer,
-allowlisting job class, and the MonitorX context set around every job."""
+allowlisting job class, the MonitorX context set around every job, and the process's heartbeat.
+
+The heartbeat (:class:`WorkerBeat`) is written from a daemon thread, not from rq's loop: that
+loop blocks in its dequeue for minutes while the queue is empty, and a job may run longer than
+the heartbeat's TTL (15 s; the job timeout is 30 s by default), so a beat from the loop would
+let a busy or idle worker disappear. The thread says the process is alive and names the job in
+hand; a job stuck in it is bounded by the job timeout (SimpleWorker: SIGALRM; the forking
+Worker kills its work horse), after which ``current_job`` changes."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -17,6 +25,7 @@ from rq.serializers import JSONSerializer
 
 from engine.jobs import CheckJob, make_queue
 from engine.reload import PlanSource
+from shared.heartbeat import Beater
 from shared.lifecycle import Stopper
 from shared.redisio import Outage
 from workers.context import CURRENT, Context
@@ -136,8 +145,51 @@ class RqOutageFilter(logging.Filter):
         return True
 
 
+class WorkerBeat:
+    """The worker's heartbeat, written by a daemon thread at once and then every
+    ``beater.every`` seconds, with the details ``{"current_job": id of the job in hand, or
+    None}`` of the worker :attr:`worker` (the one rq runs now). A Redis error skips a beat (the
+    heartbeat ages; it expires if Redis stays away). :meth:`stop` ends the thread, then deletes
+    the heartbeat."""
+
+    def __init__(self, beater: Beater) -> None:
+        self.beater = beater
+        self.worker: Worker_ | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat {beater.name}", daemon=True)
+
+    def start(self) -> WorkerBeat:
+        self._thread.start()
+        return self
+
+    def details(self) -> dict[str, Any]:
+        job = None if self.worker is None else self.worker.job_in_hand
+        return {"current_job": None if job is None else str(job.id)}
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.beater.beat(self.details(), force=True)
+            except redis.RedisError as exc:
+                log.debug("heartbeat of %s not written: %s", self.beater.name, exc)
+            if self._done.wait(self.beater.every):
+                return
+
+    def stop(self) -> None:
+        """A clean stop: no beat after this returns, and the heartbeat is gone."""
+        self._done.set()
+        self._thread.join()
+        self.beater.stop()
+
+
 def run_worker(
-    make: Callable[[], Worker_], stopper: Stopper, outage: Outage, *, burst: bool = False, level: str = "INFO"
+    make: Callable[[], Worker_],
+    stopper: Stopper,
+    outage: Outage,
+    *,
+    burst: bool = False,
+    level: str = "INFO",
+    beater: Beater | None = None,
 ) -> None:
     """Run workers until SIGTERM/SIGINT, riding out Redis outages of any length.
 
@@ -145,10 +197,29 @@ def run_worker(
     between attempts here) but quits on a Redis error anywhere else (heartbeat, maintenance, a
     job's bookkeeping). When it quits without being asked to, this waits until Redis answers
     (capped backoff, one log line per outage), marks the old registration dead and starts a new
-    worker under the same name: the process never exits on a Redis outage."""
+    worker under the same name: the process never exits on a Redis outage. With a ``beater``,
+    a :class:`WorkerBeat` writes the heartbeat meanwhile and deletes it on return."""
     logging.getLogger("rq.worker").addFilter(RqOutageFilter(outage))
+    beat = None if beater is None else WorkerBeat(beater).start()
+    try:
+        _work(make, stopper, outage, burst, level, beat)
+    finally:
+        if beat is not None:
+            beat.stop()
+
+
+def _work(
+    make: Callable[[], Worker_],
+    stopper: Stopper,
+    outage: Outage,
+    burst: bool,
+    level: str,
+    beat: WorkerBeat | None,
+) -> None:
     while not stopper.is_set():
         worker = make()
+        if beat is not None:
+            beat.worker = worker
         try:
             worker.work(burst=burst, logging_level=level, with_scheduler=False)
         except redis.RedisError as exc:
