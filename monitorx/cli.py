@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dlq": ("monitorx.dlqcmd", "list, replay or purge dead letters (alerts given up on)"),
     "status": ("monitorx.statuscmd", "is MonitorX working: problems first, then every figure (--json)"),
     "health": ("monitorx.healthcmd", "exit 0 when a process of --role on this host has a fresh heartbeat"),
+    "web": ("monitorx.web", "the status page, /api/status and Prometheus /metrics over HTTP"),
     "bench": ("monitorx.bench", "benchmark bare RQ against the pipeline"),
     "backtest": ("monitorx.backtest", "replay a recording through the checks offline"),
 }

@@ -40,11 +40,13 @@ def _env(redis_url: str, sim_port: int, tmp: Path, args: argparse.Namespace) -> 
     return env
 
 
-def _start(sup: Supervisor, env: dict[str, str], sim_port: int, args: argparse.Namespace) -> None:
-    """The simulator (its credentials from ``env``, as the ingestor's), alerter, workers, dispatcher
-    and ingestor, in that order."""
+def _start(sup: Supervisor, env: dict[str, str], ports: tuple[int, int], args: argparse.Namespace) -> None:
+    """The simulator (its credentials from ``env``, as the ingestor's) on ``ports[0]``, the status
+    page on ``ports[1]``, alerter, workers, dispatcher and ingestor, in that order."""
+    sim_port, web_port = ports
     sim_args = ["--port", str(sim_port), "--scenario", "demo", "--hz", str(args.hz)]
     sup.python("simulator", "simulator", sim_args, env=env)
+    sup.python("web", "monitorx", ["web", "--port", str(web_port)], env=env)
     sup.python("alerter", "alerter", [], env=env)
     for n in range(args.workers):
         sup.python(f"worker-{n + 1}", "workers", ["--name", f"demo-worker-{n + 1}"], env=env)
@@ -90,11 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmpdir)
         try:
             redis_url = start_redis(sup, tmp)
-            sim_port = free_port()
+            sim_port, web_port = free_port(), free_port()
             env = _env(redis_url, sim_port, tmp, args)
-            _start(sup, env, sim_port, args)
+            _start(sup, env, (sim_port, web_port), args)
+            web = f"http://127.0.0.1:{web_port}"
             print(
                 f"MonitorX demo running on {redis_url} (simulated Galio on ws://127.0.0.1:{sim_port}).\n"
+                f"Status page: {web}/   JSON: {web}/api/status   Prometheus metrics: {web}/metrics\n"
+                f"Status in a terminal:  MONITORX_REDIS_URL={redis_url} .venv/bin/monitorx status\n"
                 f"Watch the queue and workers:  .venv/bin/rq info --url {redis_url}\n"
                 f"Alerts appear below; Ctrl-C stops everything.",
                 flush=True,

@@ -21,6 +21,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -63,10 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         r.close()
     found = problems(status)
     if args.json:
-        print(json.dumps({**status.model_dump(mode="json"), "problems": found, "healthy": not found}))
+        print(json.dumps(as_json(status, found)))
     else:
         print("\n".join(render(status, found)))
     return EXIT_PROBLEMS if found else 0
+
+
+def as_json(status: Status, found: list[str]) -> dict[str, Any]:
+    """What ``--json`` prints (and the web view's ``/api/status`` answers): the status model as
+    JSON plus ``problems`` (``found``) and ``healthy`` (no problem)."""
+    return {**status.model_dump(mode="json"), "problems": found, "healthy": not found}
 
 
 def render(status: Status, found: list[str]) -> list[str]:
