@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import yaml
 from monitorx.cli import COMMANDS
 from shared.settings import DispatchSettings
 from simulator.frames import binance_account
+from tests.helpers import free_port
 from tests.pipeline import Pipeline, rq_info, rq_worker_count, write_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,6 +63,11 @@ def pipeline(tmp_path: Path, redis_url: str) -> Iterator[Pipeline]:
     made.close()
 
 
+def passes(argv: list[str], env: dict[str, str]) -> bool:
+    """Whether a healthcheck command exits 0."""
+    return subprocess.run(argv, env=env, capture_output=True, timeout=10).returncode == 0
+
+
 def monitorx_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {name: spec for name, spec in services.items() if name != "redis"}
 
@@ -67,7 +75,7 @@ def monitorx_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str
 def test_compose_file(services: dict[str, dict[str, Any]], redis_url: str) -> None:
     assert 'ENTRYPOINT ["monitorx"]' in DOCKERFILE.read_text(), "commands are run as `monitorx <command>`"
     mine = monitorx_services(services)
-    assert sorted(mine) == ["alerter", "dispatcher", "ingestor", "worker"]
+    assert sorted(mine) == ["alerter", "dispatcher", "ingestor", "web", "worker"]
     job_timeout = DispatchSettings.model_fields["job_timeout"].default
     assert job_timeout == 30
     for name, spec in mine.items():
@@ -80,6 +88,8 @@ def test_compose_file(services: dict[str, dict[str, Any]], redis_url: str) -> No
         mounted = {v.split(":")[1] for v in spec["volumes"]}
         assert env["MONITORX_CONFIG"] in mounted, (name, env["MONITORX_CONFIG"], mounted)
         assert env["MONITORX_REDIS_URL"].startswith("redis://redis:6379/"), name
+        assert seconds(spec["healthcheck"]["interval"]) <= 15 and spec["mem_limit"], name
+        assert spec.get("ports", []) == (["8080:8080"] if name == "web" else []), name  # one published port
 
     check = services["redis"]["healthcheck"]["test"]
     assert check == ["CMD", "redis-cli", "-e", "ping"]
@@ -104,19 +114,24 @@ def test_compose_services_run_locally_and_scale_workers(
         "MONITORX_GALIO_USERNAME": pipeline.username,
         "MONITORX_GALIO_PASSWORD": pipeline.password,
     }
+    web_port = free_port()
     started = []
     for name, spec in monitorx_services(services).items():
         env = {**{k: str(v) for k, v in spec["environment"].items()}, **local}
+        command = [str(web_port) if part == "8080" else part for part in spec["command"]]
         for _ in range(SCALE if name == "worker" else 1):
-            started.append(
-                pipeline.procs.start(name, [sys.executable, "-m", "monitorx", *spec["command"]], env=env)
-            )
+            started.append(pipeline.procs.start(name, [sys.executable, "-m", "monitorx", *command], env=env))
 
     pipeline.wait(lambda: rq_worker_count(redis_url) == SCALE, 30, f"{SCALE} workers")
     [alert] = pipeline.wait(lambda: pipeline.alerts(), 30, "an alert in the JSONL file")
     info = rq_info(redis_url)
     assert re.search(rf"^{SCALE} workers, 1 queues", info, re.MULTILINE), info
     assert alert["check"] == "low_balance" and alert["account"] == binance_account(1)
+    for name, spec in monitorx_services(services).items():  # each healthcheck passes, run here
+        test = [part.replace(":8080/", f":{web_port}/") for part in spec["healthcheck"]["test"][1:]]
+        program = [sys.executable, "-m", "monitorx"] if test[0] == "monitorx" else [sys.executable]
+        check = partial(passes, [*program, *test[1:]], {**os.environ, **local})
+        pipeline.wait(check, 30, f"the healthcheck of {name}")
 
     codes = pipeline.stop([c for c in started if c.name == "ingestor"])
     codes += pipeline.stop(pipeline.procs.running())
