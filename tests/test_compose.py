@@ -140,3 +140,13 @@ def test_compose_services_run_locally_and_scale_workers(
         for line in pipeline.procs.stderr(child).splitlines():
             assert isinstance(json.loads(line), dict), (child.name, line)
     assert pipeline.password not in pipeline.procs.all_output()
+
+
+def test_compose_refuses_to_start_without_the_galio_secrets_listed_in_env_example() -> None:
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", COMPOSE.read_text()))
+    assert required == {"MONITORX_GALIO_URI", "MONITORX_GALIO_USERNAME", "MONITORX_GALIO_PASSWORD"}
+    example = (REPO / ".env.example").read_text()
+    listed = set(re.findall(r"^#? ?([A-Z_]+)=", example, re.MULTILINE))
+    assert required <= listed
+    settings = (REPO / "shared" / "settings.py").read_text()
+    assert all(f'"{name}"' in settings for name in listed if name.startswith("MONITORX_")), listed
