@@ -20,10 +20,10 @@ from alerter.receivers import build_receiver, legacy_receivers
 from alerter.route import build_route
 from alerter.router import Router
 from alerter.service import ANY_SINK, Delivery, dead_letter
-from engine.plan import builtin_config
+from engine.plan import load_config
 from shared import keys as K
 from shared.cli import EXIT_USAGE, config_or_exit, settings_or_exit
-from shared.config import Config, default_route, load, secret_environment
+from shared.config import Config, default_route, secret_environment
 from shared.heartbeat import Beater
 from shared.keys import Keys
 from shared.lifecycle import Stopper, setup_logging
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = _settings(args)
     setup_logging(settings.log_level, settings.log_format)
     path = settings.config
-    config = config_or_exit(lambda: builtin_config() if path is None else load(path).check_problems())
+    config = config_or_exit(lambda: load_config(path))
     try:
         receivers = receivers_of(config, settings)
     except ValueError as exc:

@@ -179,6 +179,14 @@ def builtin_config() -> Config:
     )
 
 
+def load_config(path: Path | None) -> Config:
+    """A configuration file whose every entry parses (None: the built-in default); ConfigError
+    lists every problem. For the processes and tools that read it without binding checks."""
+    from shared.config import load
+
+    return builtin_config() if path is None else load(path).check_problems()
+
+
 def load_plan(path: Path | None) -> Plan:
     """Load, validate and bind a configuration file (None: the built-in default)."""
     from shared.config import load

@@ -30,10 +30,10 @@ import redis
 from alerter.inhibit import compile_rules
 from alerter.receivers import legacy_receivers
 from alerter.route import Route, build_route, match_routes
-from engine.plan import builtin_config
+from engine.plan import load_config
 from monitorx.status import FiringAlert, firing_now
 from shared.cli import EXIT_USAGE, config_or_exit, config_path, settings_or_exit
-from shared.config import Config, default_route, load
+from shared.config import Config, default_route
 from shared.keys import Keys
 from shared.models import Alert
 from shared.redisio import connect
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "log":
             return _log(r, settings.keys, args.limit, args.receiver)
         path = config_path(args.config)
-        config = config_or_exit(lambda: builtin_config() if path is None else load(path).check_problems())
+        config = config_or_exit(lambda: load_config(path))
         return _alerts(r, settings, config, args.silenced, args.inhibited, time.time())
     except ValueError as exc:
         sys.stderr.write(f"monitorx alerts: {exc}\n")

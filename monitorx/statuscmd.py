@@ -25,10 +25,9 @@ from typing import Any
 
 import redis
 
-from engine.plan import builtin_config
+from engine.plan import load_config
 from monitorx.status import Status, problems, read_status
 from shared.cli import config_or_exit, config_path, settings_or_exit
-from shared.config import load
 from shared.redisio import connect
 from shared.settings import CommonSettings
 
@@ -53,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = settings_or_exit(CommonSettings)
     path = config_path(args.config)
-    config = config_or_exit(lambda: builtin_config() if path is None else load(path).check_problems())
+    config = config_or_exit(lambda: load_config(path))
     r = connect(str(settings.redis_url))
     try:
         status = read_status(r, settings.keys, config, time.time())

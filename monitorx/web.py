@@ -35,12 +35,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from engine.plan import builtin_config
+from engine.plan import load_config
 from monitorx.status import Status, problems, read_status
 from monitorx.statuscmd import as_json
 from shared import keys as K
 from shared.cli import config_or_exit, config_path, settings_or_exit
-from shared.config import Config, load
+from shared.config import Config
 from shared.heartbeat import ROLES
 from shared.keys import Keys
 from shared.lifecycle import Stopper, setup_logging
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_or_exit(CommonSettings)
     setup_logging(settings.log_level, settings.log_format)
     path = config_path(args.config)
-    config = config_or_exit(lambda: builtin_config() if path is None else load(path).check_problems())
+    config = config_or_exit(lambda: load_config(path))
     r = connect(str(settings.redis_url))
     server = WebServer((args.host, args.port), reader(r, settings.keys, config))
     stopper = Stopper().install()

@@ -10,8 +10,6 @@ import time
 import pytest
 import redis as redis_lib
 
-from engine.alerts import make_alert
-from engine.checks.base import Message
 from engine.plan import builtin_config
 from monitorx import healthcmd, statuscmd
 from monitorx.status import LAG_LIMIT_S, Rules, Status, problems, read_status
@@ -21,6 +19,7 @@ from shared.models import Alert, Snapshot
 from shared.redisio import Publisher
 from shared.silences import SilenceStore
 from tests.helpers import free_port, wait_until
+from tests.test_delivery_stages import alert as stage_alert
 
 KEYS = Keys()
 CONFIG = builtin_config()  # stale_after 10 s, the stale-data inhibit rule
@@ -48,17 +47,7 @@ def snapshot(account: str, at: float) -> Snapshot:
 
 
 def alert(account: str, check: str = "delta") -> Alert:
-    message = Message(f"{check} on {account}", "text", "warning")
-    return make_alert(
-        instance=check,
-        check=check,
-        account=account,
-        state="firing",
-        message=message,
-        observed_at=time.time(),
-        emitted_at=time.time(),
-        keys=["BTCUSDT"],
-    )
+    return stage_alert(account, check, at=time.time())
 
 
 def status(r: redis_lib.Redis, now: float | None = None) -> Status:

@@ -15,8 +15,6 @@ import pytest
 import redis as redis_lib
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.alerts import make_alert
-from engine.checks.base import Message
 from engine.plan import builtin_config
 from monitorx.status import Status
 from monitorx.web import WebServer, reader
@@ -26,6 +24,7 @@ from shared.models import Alert, Snapshot
 from shared.redisio import Publisher, connect
 from shared.silences import SilenceStore
 from tests.helpers import free_port
+from tests.test_delivery_stages import alert as stage_alert
 
 KEYS = Keys()
 CONFIG = builtin_config()  # stale_after 10 s
@@ -74,17 +73,7 @@ def beat(r: redis_lib.Redis, role: Role, name: str) -> None:
 
 
 def alert(account: str, title: str, check: str = "delta") -> Alert:
-    message = Message(title, "text", "warning")
-    return make_alert(
-        instance=check,
-        check=check,
-        account=account,
-        state="firing",
-        message=message,
-        observed_at=time.time(),
-        emitted_at=time.time(),
-        keys=["BTCUSDT"],
-    )
+    return stage_alert(account, check, at=time.time()).model_copy(update={"title": title})
 
 
 def fire(r: redis_lib.Redis, *alerts: Alert) -> None:
