@@ -10,6 +10,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@command -v redis-server >/dev/null 2>&1 || ./deploy/install-redis.sh
+	@command -v chromium >/dev/null 2>&1 || ./deploy/install-chromium.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip==25.3
 	$(BIN)/pip install -q -e '.[dev]'

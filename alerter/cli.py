@@ -14,11 +14,13 @@ from typing import Any
 
 import redis
 
+from alerter.deadman import Pinger
 from alerter.inhibit import compile_rules
 from alerter.notify import Receiver
 from alerter.receivers import build_receiver, legacy_receivers
 from alerter.route import build_route
 from alerter.router import Router
+from alerter.selfcheck import SelfCheck
 from alerter.service import ANY_SINK, Delivery, dead_letter
 from engine.plan import load_config
 from shared import keys as K
@@ -176,15 +178,20 @@ def _loop(target: Any, stopper: Stopper, name: str) -> None:
     ride_out(target, stopper, Outage(name))
 
 
-def run(alerter: Alerter, stopper: Stopper, beater: Beater | None = None) -> None:
+def run(
+    alerter: Alerter, stopper: Stopper, beater: Beater | None = None, selfcheck: SelfCheck | None = None
+) -> None:
     """The router in this thread, each delivery loop in its own, so a receiver that hangs or is
-    down never delays the others. All stop together on SIGTERM/SIGINT, each after its entry.
-    With a ``beater``, the router's loop writes the heartbeat (:class:`Beating`); it is deleted
-    once every loop has stopped."""
+    down never delays the others, and the alerts about MonitorX (``selfcheck``) in one more. All
+    stop together on SIGTERM/SIGINT, each after its entry. With a ``beater``, the router's loop
+    writes the heartbeat (:class:`Beating`); it is deleted once every loop has stopped."""
     threads = [
         threading.Thread(target=_loop, args=(d, stopper, f"alerter {d.receiver.name}"), name=d.receiver.name)
         for d in alerter.deliveries
     ]
+    if selfcheck is not None:
+        args = (selfcheck, stopper, "alerter selfcheck")
+        threads.append(threading.Thread(target=_loop, args=args, name="selfcheck"))
     for thread in threads:
         thread.start()
     receivers = [d.receiver.name for d in alerter.deliveries]
@@ -194,6 +201,21 @@ def run(alerter: Alerter, stopper: Stopper, beater: Beater | None = None) -> Non
         thread.join()
     if beater is not None:
         beater.stop()
+
+
+def start_deadman(
+    r: redis.Redis, settings: AlertSettings, router: Router, stopper: Stopper
+) -> threading.Thread | None:
+    """The dead-man's switch (``alerter.deadman``) in its own thread, fed by the router's canary
+    arrivals, until stopped; None without ``MONITORX_DEADMAN_URL``."""
+    if settings.deadman_url is None:
+        return None
+    pinger = Pinger(r, settings.keys, settings.deadman_url)
+    router.on_canary = pinger.arrived
+    thread = threading.Thread(target=_loop, args=(pinger, stopper, "alerter deadman"), name="deadman")
+    thread.start()
+    log.info("dead-man's switch on: a ping at each canary arrival")
+    return thread
 
 
 def _close(delivery: Delivery) -> None:
@@ -223,9 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     stopper = Stopper().install()
     r = connect(str(settings.redis_url))
     alerter = build_alerter(r, settings, config, receivers, stopping=stopper.is_set)
+    deadman = start_deadman(r, settings, alerter.router, stopper)
     names = ", ".join(x.name for x in receivers) or "nothing"
     log.info("alerter %s delivering to: %s", settings.consumer, names)
-    run(alerter, stopper, Beater(r, settings.keys, "alerter", settings.consumer))
+    every = settings.self_check_seconds
+    selfcheck = SelfCheck(r, settings.keys, wait=stopper.wait, every=every) if every else None
+    run(alerter, stopper, Beater(r, settings.keys, "alerter", settings.consumer), selfcheck)
+    if deadman is not None:
+        deadman.join()
     for delivery in alerter.deliveries:
         _close(delivery)
     log.info("alerter %s stopped", settings.consumer)

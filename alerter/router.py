@@ -12,6 +12,11 @@ ones), and for each alert, in one go:
 3. adds it to the group of each route that takes it (``alerter.groups``), then acknowledges the
    entry. Adding is idempotent, so an entry read twice (a crash before the XACK) changes nothing.
 
+A canary entry (field ``canary``: ``shared.canary``) is never routed: no ``firing``, no group, no
+receiver. Its arrival is recorded in ``Keys.canary`` (the newest of a batch) in the same round
+trip as its acknowledgement, then handed to ``on_canary`` (the dead-man's switch pinger, which
+pings from its own thread: routing never waits for it).
+
 Then it flushes the groups that are due: it takes each with a lease, drops events muted now
 (inhibit, then silence stage), and when the receiver has something new (dedup stage), or a
 repeat is due, puts one notice ``group`` on the receiver's ``notify`` stream, unless one is
@@ -38,6 +43,7 @@ from alerter.inhibit import Rule
 from alerter.mute import Mute, mute_from, read_mute
 from alerter.route import Labels, Route, group_key, group_labels, match_routes
 from shared import keys as K
+from shared.canary import CANARY_FIELD, CanaryTrip
 from shared.keys import Keys
 from shared.models import Alert
 from shared.redisio import ensure_group, safe_trim
@@ -72,6 +78,9 @@ class Router:
     claim_idle_ms: int = 5_000
     """Entries idle this long in a dead replica are taken over (MONITORX_RETRY_IDLE_MS)."""
     clock: Callable[[], float] = time.time
+    on_canary: Callable[[CanaryTrip], None] = field(default=lambda trip: None)
+    """Called with each canary arrival once recorded (``alerter.deadman.Pinger.arrived``: must
+    not block)."""
     _own: bool = True
     _steps: int = 0
     _reclaim_at: float = 0.0
@@ -148,16 +157,35 @@ class Router:
         alerts = [(entry_id, fields, self._parse(entry_id, fields)) for entry_id, fields in entries]
         ended = self._fired_labels([a for _, _, a in alerts if a is not None and a.state == "resolved"])
         pipe, now = self.r.pipeline(transaction=False), self.clock()
+        arrived = self._canaries(pipe, entries, now)
         for entry_id, fields, alert in alerts:
             if alert is not None:
                 self._route(pipe, alert, fields.get("replay"), ended, now)
             pipe.xack(self.keys.alerts, K.ROUTE_GROUP, entry_id)
         pipe.execute()
+        for trip in arrived:
+            self.on_canary(trip)
         return len(entries)
 
+    def _canaries(self, pipe: Any, entries: list[Entry], now: float) -> list[CanaryTrip]:
+        """The canaries among ``entries``, arrived ``now``; the newest sent is recorded in
+        ``Keys.canary`` on ``pipe``. An unreadable one is logged and dropped (never dead-lettered:
+        no person reads the canary)."""
+        trips = []
+        for entry_id, fields in entries:
+            trip = CanaryTrip.from_alert_entry(fields)
+            if trip is not None:
+                trips.append(trip.model_copy(update={"arrived_at": now}))
+            elif CANARY_FIELD in fields:
+                log.warning("dropped the unreadable canary entry %s", entry_id)
+        if trips:
+            pipe.hset(self.keys.canary, mapping=max(trips, key=lambda t: t.sent_at).hash_fields())
+        return trips
+
     def _parse(self, entry_id: str, fields: dict[str, str]) -> Alert | None:
-        """The entry's alert; None for a deleted entry, or an unreadable one (dead-lettered)."""
-        if not fields:
+        """The entry's alert; None for a deleted entry, a canary (``_canaries``), or an
+        unreadable one (dead-lettered)."""
+        if not fields or CANARY_FIELD in fields:
             return None
         try:
             return Alert.model_validate_json(fields.get("alert") or "")

@@ -48,18 +48,30 @@ by one of them (a stream entry has one owner); a peer takes a notice over only a
 ``retry_idle_ms``, so keep that above the time one send takes.
 
 A SIGTERM sets the stop flag only: the notice in hand finishes (send, record, ack) first.
+
+Metrics (``Keys.metrics``, ``shared.metrics``), each in a round trip already made: a record counts
+``notifications_total{receiver}`` and observes ``notification_latency_seconds{receiver}``, the
+seconds from the newest new alert event of the notification (its ``emitted_at``) to the send
+done: what the desk feels, group wait and pacing included (a notification with nothing new, the
+repeat of an unchanged group, is not observed). A failed attempt counts
+``notifications_failed_total{receiver,reason}`` (:func:`failure_reason`, :data:`REASONS`); a dead
+letter ``dead_letters_written_total{receiver}``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.client import HTTPException
 from typing import Any
+from urllib.error import URLError
 
 import redis
+from slack_sdk.errors import SlackApiError, SlackClientError
 
 from alerter.dedup import new_events, notifications, visible
 from alerter.groups import Group, Groups, parse_group, settled_fields
@@ -69,6 +81,7 @@ from alerter.notify import MessageRef, Notification, Receiver
 from alerter.pace import Pacer
 from alerter.sinks import DeliveryError
 from shared import keys as K
+from shared import metrics as M
 from shared.backoff import BackoffPolicy, backoff_delay
 from shared.keys import Keys
 from shared.lifecycle import redact
@@ -88,6 +101,33 @@ TRIM_EVERY = 100
 """Steps between two trims of the receiver's stream."""
 
 Entry = tuple[str, dict[str, str]]
+
+REASONS = ("rate_limited", "http_4xx", "http_5xx", "timeout", "connection", "rejected", "other")
+"""The ``reason`` label of ``notifications_failed_total``: see :func:`failure_reason`."""
+_HTTP_STATUS = re.compile(r"[^:]*: HTTP ([1-5])\d\d\b")
+"""The start of ``alerter.sinks.status_error``'s message: ``<sink>: HTTP <status>``."""
+CONNECTION_ERRORS = (ConnectionError, URLError, HTTPException, SlackClientError)
+"""What a request that got no (whole) answer raises: refused, reset, a name not found, cut short."""
+
+
+def failure_reason(error: DeliveryError) -> str:
+    """Why a send failed, one word of :data:`REASONS`: ``rate_limited`` (HTTP 429, Slack's
+    ``ratelimited``); ``http_5xx``, ``http_4xx`` (another HTTP status: 5xx, any other below 500);
+    ``timeout`` (no answer in time); ``connection`` (no answer: refused, reset, unknown host);
+    ``rejected`` (Slack's Web API refused the call with HTTP 200 and an ``error``); ``other``
+    (anything else: a file not written, a receiver's own bug). Read from the error's flags and
+    message and from the exception it was raised from (``__context__`` is kept by ``from None``)."""
+    if error.rate_limited:
+        return "rate_limited"
+    status = _HTTP_STATUS.match(error.message)
+    if status:
+        return "http_5xx" if status.group(1) == "5" else "http_4xx"
+    cause = error.__cause__ or error.__context__
+    if isinstance(cause, TimeoutError) or isinstance(getattr(cause, "reason", None), TimeoutError):
+        return "timeout"
+    if isinstance(cause, SlackApiError):
+        return "rejected"
+    return "connection" if isinstance(cause, CONNECTION_ERRORS) else "other"
 
 
 def _ref(raw: str | None) -> MessageRef | None:
@@ -138,6 +178,7 @@ def dead_letter(
     }
     client.xadd(keys.dead, record, maxlen=K.DEAD_MAXLEN, approximate=True)
     client.hincrby(keys.counters, K.COUNTER_DEAD, 1)
+    M.count(client, keys, M.DEAD_LETTERS, {"receiver": receiver})
 
 
 @dataclass
@@ -390,6 +431,7 @@ class Delivery:
         self._leave_inflight(pipe, group.key, rest)
         pipe.hincrby(self.keys.counters, K.COUNTER_DELIVERED, len(note.new))
         pipe.hincrby(self.keys.counters, K.COUNTER_NOTIFICATIONS, 1)
+        self._count_sent(pipe, note, now)
         self._log(pipe, note, "sent", took, "")
         every = group.route.repeat_interval
         if every > 0 and note.firing:
@@ -401,6 +443,17 @@ class Delivery:
             pipe.xack(self.stream, K.DELIVER_GROUP, ack)
         pipe.execute()
         log.info("sent %s to %s", _label(note), self.receiver.name)
+
+    def _count_sent(self, pipe: Any, note: Notification, now: float) -> None:
+        """``notifications_total`` and, when it tells something new, the latency from its newest
+        new event's ``emitted_at`` to ``now`` (never negative)."""
+        labels = {"receiver": self.receiver.name}
+        M.count(pipe, self.keys, M.NOTIFICATIONS, labels)
+        if note.new:
+            latency = max(0.0, now - max(a.emitted_at for a in note.new))
+            M.observe(
+                pipe, self.keys, M.NOTIFICATION_LATENCY, labels, latency, M.NOTIFICATION_LATENCY_BUCKETS
+            )
 
     def _leave_inflight(self, pipe: Any, key: str, rest: list[Notification]) -> None:
         """Only the alerts of the notifications not sent yet stay in flight."""
@@ -437,6 +490,8 @@ class Delivery:
         pipe = self.r.pipeline(transaction=False)
         pipe.delete(self.keys.inflight(self.receiver.name, note.group_key))  # no crash: not in flight
         self._log(pipe, note, "retry" if retry else "dead", took, error.message)
+        reason = {"receiver": self.receiver.name, "reason": failure_reason(error)}
+        M.count(pipe, self.keys, M.NOTIFICATIONS_FAILED, reason)
         pipe.execute()
         if retry:
             delay = self._rest(error)

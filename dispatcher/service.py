@@ -11,6 +11,11 @@ marker naming a job in any other state (a worker died after dequeuing it and bef
 the marker: the job is STARTED, later FAILED) no longer holds the pair: the next snapshot or tick
 queues a fresh job at once.
 
+Canary (shared.canary): a snapshot entry with the field ``canary`` is never routed to a check and
+never moves ``read_lag_s``; the newest canary of a batch becomes one ``run_canary`` job, latest
+wins under the marker ``queued:canary:monitorx-canary`` as a pair's job does, so workers that are
+down hold one canary job, not a pile. It is not counted in ``jobs_enqueued``.
+
 Faults: :meth:`Dispatcher.start` (re)creates the consumer group and, on its next step, handles
 the entries this consumer left pending (a restart under the same stable consumer name resumes at
 once; XAUTOCLAIM after ``claim_idle_ms`` is only for entries of other, dead dispatchers). The
@@ -19,6 +24,13 @@ error, so an outage of any length, or a Redis that came back empty, is ridden ou
 runs RQ's clean-up of abandoned jobs (a worker died mid-job), which fails them and reports them as
 ``check_error`` alerts (see workers.jobs.on_job_failure) within seconds of their timeout,
 rather than at a worker's next maintenance.
+
+Feed alerts: the ingestor may not write the alerts stream, so its ``feed_down`` alerts come as
+snapshot entries with the field ``alert`` (shared.keys). Each is forwarded to the alerts stream
+as it is (same id and fields; ``engine.alerts.emit``, which counts it) before its entry is
+acknowledged: a crash in between forwards it twice, with the same id, which the alerter delivers
+once. An entry whose alert is unreadable or of any other check is logged, counted in
+``snapshot_entries_malformed``, acknowledged and dropped.
 
 Heartbeat: with a ``beater`` (built by ``monitorx dispatch``), every step ends with
 :meth:`shared.heartbeat.Beater.beat` (one SET at most every 5 s, no read), whose details are
@@ -38,18 +50,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from pydantic import ValidationError
 from rq import Queue
 from rq.registry import StartedJobRegistry
 
+from engine.alerts import emit
 from engine.inputs import Gate, still_valid
-from engine.jobs import RUN_CHECK, RUN_REPORT, CheckJob, job_data, make_queue
+from engine.jobs import RUN_CANARY, RUN_CHECK, RUN_REPORT, CheckJob, job_data, make_queue
 from engine.plan import Plan
 from engine.reload import PlanSource
 from engine.store import GATE_FIELD
 from engine.tick import report_decision, time_driven
 from shared import keys as K
+from shared.canary import CANARY_ACCOUNT, CANARY_FIELD, CANARY_INSTANCE, CanaryTrip
 from shared.heartbeat import Beater
 from shared.keys import Keys, job_id_part
+from shared.models import Alert
 from shared.redisio import ensure_group
 
 log = logging.getLogger(__name__)
@@ -179,15 +195,28 @@ class Dispatcher:
         if not entries:
             return 0
         self._observe(entries)
+        self._forward([f[K.FEED_ALERT_FIELD] for _, f in entries if K.FEED_ALERT_FIELD in f])
         pairs = [
             (b.name, f["account"], None)
             for _, f in entries
-            if "account" in f
+            if "account" in f and CANARY_FIELD not in f
             for b in self.plan.for_snapshot(f["account"])
         ]
-        enqueued = self.enqueue(self.changed(pairs))
+        enqueued = self.enqueue(self.changed(pairs)) + self._canary(entries)
         self.r.xack(self.keys.snapshots, K.DISPATCH_GROUP, *[eid for eid, _ in entries])
         return enqueued
+
+    def _forward(self, texts: Sequence[str]) -> None:
+        """Forward the feed alerts of snapshot entries to the alerts stream, in one round trip;
+        count the others (unreadable, or of another check) as malformed."""
+        if not texts:
+            return
+        alerts = [alert for alert in map(_feed_alert, texts) if alert is not None]
+        pipe = self.r.pipeline(transaction=False)
+        emit(pipe, self.keys, alerts)
+        if len(alerts) < len(texts):
+            pipe.hincrby(self.keys.counters, K.COUNTER_MALFORMED_ENTRIES, len(texts) - len(alerts))
+        pipe.execute()
 
     def _observe(self, entries: Sequence[tuple[str, dict[str, str]]]) -> None:
         """Move ``newest_observed_at`` and ``read_lag_s`` forward to the newest of ``entries``
@@ -273,6 +302,22 @@ class Dispatcher:
         self._queue.enqueue_many(datas, pipeline=pipe)
         pipe.execute()
 
+    def _canary(self, entries: Sequence[tuple[str, dict[str, str]]]) -> int:
+        """Enqueue the canary job of the newest canary among ``entries`` (shared.canary), latest
+        wins: none while the previous canary's job still waits. Returns 1 when enqueued."""
+        trips = [t for _, f in entries if (t := CanaryTrip.from_entry(f)) is not None]
+        if not trips:
+            return 0
+        trip = max(trips, key=lambda t: (t.sent_at, t.seq))
+        job_id = f"canary-{trip.seq}-{uuid.uuid4().hex[:8]}"
+        assert self._queue is not None, "start() first"
+        pair = (CANARY_INSTANCE, CANARY_ACCOUNT)
+        keys = [self.keys.queued(*pair), self.keys.hold(*pair), self._queue.intermediate_queue_key]
+        if not self._mark(keys=keys, args=[job_id, MARKER_TTL, CheckJob.redis_job_namespace_prefix]):
+            return 0
+        self._enqueue_many([self._job(RUN_CANARY, trip.job_args(), job_id)])
+        return 1
+
     def enqueue(self, pairs: Iterable[Pair]) -> int:
         """Enqueue one job per pair not already waiting; returns how many were enqueued."""
         unique = list(dict.fromkeys(pairs))
@@ -300,8 +345,24 @@ class Dispatcher:
 
 
 def _observed_at(fields: dict[str, str]) -> float | None:
-    """The ``observed_at`` field of a snapshot entry, None when absent or unreadable."""
+    """The ``observed_at`` field of a snapshot entry, None when absent or unreadable, or for a
+    canary (it carries no data)."""
+    if CANARY_FIELD in fields:
+        return None
     try:
         return float(fields["observed_at"])
     except (KeyError, ValueError):
         return None
+
+
+def _feed_alert(text: str) -> Alert | None:
+    """The alert of a snapshot entry when it is a feed alert; None (logged) otherwise."""
+    try:
+        alert = Alert.model_validate_json(text)
+    except ValidationError as exc:
+        log.warning("dropped an unreadable alert from the snapshots stream: %d problems", exc.error_count())
+        return None
+    if alert.check != K.FEED_ALERT_CHECK:
+        log.warning("dropped a %r alert from the snapshots stream: only feed alerts come so", alert.check)
+        return None
+    return alert

@@ -12,10 +12,12 @@ instance, account and keys), and everything routing, silences and inhibition mat
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.checks.base import Message
+from shared import metrics as M
 from shared.keys import COUNTER_ALERTS, COUNTER_CHECK_ERRORS, Keys
 from shared.models import Alert, AlertState, alert_id, fingerprint
 
@@ -83,9 +85,10 @@ def venue_of(account: str) -> str:
 
 def emit(client: Any, keys: Keys, alerts: Sequence[Alert]) -> None:
     """Add alerts to the alerts stream (field ``alert``: the Alert JSON) and count them
-    (``alerts_emitted``, and ``check_errors`` for firing check errors), on a Redis client or on a
-    pipeline the caller executes. (Check evaluations write theirs inside the pair's
-    compare-and-set script, ``engine.store``, with the same fields and counters.)"""
+    (``alerts_emitted``, ``check_errors`` for firing check errors, and ``alerts_total`` per check
+    and state: :func:`alert_counts`), on a Redis client or on a pipeline the caller executes.
+    (Check evaluations write theirs inside the pair's compare-and-set script, ``engine.store``,
+    with the same fields and counters.)"""
     for alert in alerts:
         client.xadd(keys.alerts, {"alert": alert.model_dump_json()})
     errors = sum(1 for a in alerts if a.check == "check_error" and a.state == "firing")
@@ -93,3 +96,10 @@ def emit(client: Any, keys: Keys, alerts: Sequence[Alert]) -> None:
         client.hincrby(keys.counters, COUNTER_ALERTS, len(alerts))
     if errors:
         client.hincrby(keys.counters, COUNTER_CHECK_ERRORS, errors)
+    for (check, state), n in alert_counts(alerts).items():
+        M.count(client, keys, M.ALERTS, {"check": check, "state": state}, n)
+
+
+def alert_counts(alerts: Sequence[Alert]) -> Counter[tuple[str, str]]:
+    """How many of the alerts per (check, state): the labels of ``alerts_total``."""
+    return Counter((a.check, a.state) for a in alerts)

@@ -22,10 +22,12 @@ RUN_CHECK = "workers.jobs.run_check"
 """Arguments ``(instance, account, at)``: ``at`` is the tick time of a time-driven run, else None."""
 RUN_REPORT = "workers.jobs.run_report"
 """Arguments ``(instance, "*", slot, late)``."""
+RUN_CANARY = "workers.jobs.run_canary"
+"""Arguments ``(seq, sent_at, every)``: one dead-man's switch canary (``shared.canary``)."""
 ON_FAILURE = "workers.jobs.on_job_failure"
 NOOP = "workers.bench.noop"
 """The benchmark's no-op job (the bare-RQ baseline)."""
-ALLOWED_FUNCTIONS = frozenset({RUN_CHECK, RUN_REPORT, NOOP})
+ALLOWED_FUNCTIONS = frozenset({RUN_CHECK, RUN_REPORT, RUN_CANARY, NOOP})
 """The only job functions a MonitorX worker executes."""
 ALLOWED_CALLBACKS = frozenset({ON_FAILURE})
 FAILURE_TTL = 3600

@@ -5,13 +5,18 @@ at most once per POLL_SECONDS). A file that does not validate is refused: the la
 keeps running and a ``config_error`` alert says why. Its id derives from the file's content, so
 the dispatcher and every worker refusing the same file produce one alert, delivered once.
 Alert state lives in Redis under the instance name, so unchanged instances keep it.
+
+Every reload, taken or refused, is recorded in ``Keys.reload`` (:class:`ReloadRecord`: when, by
+which process, the file, the result), which ``monitorx status`` shows; the latest one wins.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +24,7 @@ from pathlib import Path
 from types import FrameType
 
 import redis
+from pydantic import BaseModel, ConfigDict
 
 from engine.alerts import emit, make_alert
 from engine.checks.base import Message
@@ -31,6 +37,39 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 2.0
 """How often the file's modification time is compared (seconds)."""
+RELOAD_ERROR_CHARS = 2000
+"""Characters of a refused file's problems kept in its :class:`ReloadRecord`."""
+
+
+class ReloadRecord(BaseModel):
+    """One reload of the configuration: ``ok`` when the new file was taken (``instances`` of
+    it), else ``error`` says why it was refused (the last good one keeps running)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    at: float
+    ok: bool
+    file: str
+    by: str
+    """``host:pid`` of the process that reloaded."""
+    instances: int | None = None
+    error: str = ""
+
+
+def record_reload(r: redis.Redis, keys: Keys, ok: bool, file: str, instances: int | None, error: str) -> None:
+    """Write the latest reload (``Keys.reload``); a Redis error is logged, never raised (the reload
+    itself succeeded or failed already)."""
+    record = ReloadRecord(
+        at=time.time(),
+        ok=ok,
+        file=file,
+        by=f"{socket.gethostname()}:{os.getpid()}",
+        instances=instances,
+        error=error[:RELOAD_ERROR_CHARS],
+    )
+    try:
+        r.set(keys.reload, record.model_dump_json())
+    except redis.RedisError as exc:
+        log.warning("reload not recorded: %s", exc)
 
 
 def _mtime(path: Path | None) -> float | None:
@@ -80,9 +119,11 @@ class PlanSource:
         except ConfigError as exc:
             log.error("configuration reload refused, the last good configuration keeps running:\n%s", exc)
             emit(r, keys, [refused_alert(exc, self.path)])
+            record_reload(r, keys, False, exc.file, None, str(exc))
             return False
         log.info("configuration reloaded from %s: %d instances", plan.config.source, len(plan.bound))
         self.plan = plan
+        record_reload(r, keys, True, str(plan.config.source), len(plan.bound), "")
         return True
 
     def refresh(self, r: redis.Redis, keys: Keys) -> bool:

@@ -9,12 +9,20 @@ time of its newest evaluation (``_now``). Two stores: :class:`RedisStore` (live:
   twice, or an older snapshot, writes nothing (``stale``);
 * an evaluation that changes no state and emits nothing writes nothing (``unchanged``): live, it
   costs one round trip, the read;
-* the check runs once per evaluation, however often a concurrent writer makes the write retry.
+* the check runs once per evaluation, however often a concurrent writer makes the write retry;
+  each run is reported to the store (:meth:`PairStore.ran`: its duration, whether it raised).
+
+:class:`RedisStore` counts in ``Keys.metrics`` (``shared.metrics``): each check run's duration
+(``check_evaluation_duration_seconds``) and error (``check_evaluation_errors_total``) per check,
+and the alerts it writes per check and state (``alerts_total``), inside the compare-and-set
+script with the write; a run whose evaluation writes nothing leaves its metrics to
+:meth:`RedisStore.flush` (one round trip).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -22,11 +30,13 @@ from typing import Any, Literal, Protocol
 import redis
 from rq.timeouts import JobTimeoutException
 
+from engine.alerts import alert_counts
 from engine.assess import Assessment, Evaluation, assess, evaluate, pair_at_rest
 from engine.inputs import Reads, gate_of, traced
 from engine.plan import Bound
 from engine.state import INITIAL, KeyState
 from shared import keys as K
+from shared import metrics as M
 from shared.keys import Keys
 from shared.models import Alert, Snapshot
 
@@ -79,6 +89,9 @@ class PairStore(Protocol):
     def hold(self, instance: str, account: str, now: float) -> None:
         """The pair's check timed out: no new job for it for HOLD_SECONDS (live only)."""
 
+    def ran(self, check: str, seconds: float, failed: bool) -> None:
+        """The check ``check`` ran once, for ``seconds``; ``failed``: it raised (or timed out)."""
+
 
 def decode(stored: Mapping[str, str]) -> PairRecord:
     """The record in a pair's hash as Redis holds it."""
@@ -112,7 +125,7 @@ def evaluate_pair(
             return "stale"
         resting = pair_at_rest(record.states, bound.check.forget_on_clear)
         if found is None:  # inputs are traced only for a pair at rest: the only kind with a gate
-            found, reads = _run(bound, snap, now, on_snapshot and resting)
+            found, reads = _timed_run(store, bound, snap, now, on_snapshot and resting)
             if isinstance(found, JobTimeoutException):
                 store.hold(bound.name, account, now)
         quiet = resting and not isinstance(found, Exception) and not any(f.breached for f in found)
@@ -126,6 +139,16 @@ def evaluate_pair(
         if store.write(bound.name, account, record, now, result.states, result.alerts, gate):
             return "applied"
     raise RuntimeError(f"state of {bound.name}/{account} kept changing under us")
+
+
+def _timed_run(
+    store: PairStore, bound: Bound, snap: Snapshot | None, now: float, trace: bool
+) -> tuple[Evaluation, Reads | None]:
+    """:func:`_run`, reported to the store (:meth:`PairStore.ran`)."""
+    started = time.perf_counter()
+    found, reads = _run(bound, snap, now, trace)
+    store.ran(bound.check.name, time.perf_counter() - started, isinstance(found, Exception))
+    return found, reads
 
 
 def _run(bound: Bound, snap: Snapshot | None, now: float, trace: bool) -> tuple[Evaluation, Reads | None]:
@@ -158,9 +181,10 @@ def _gate(
     return gate_of(bound, snap.raw, reads).to_json()
 
 
-# KEYS: state hash, alerts stream, counters. ARGV: expected _now ('' = none), new _now, the names
-# of the _now field and of the alerts and check-errors counters, then n_set, field, value...,
-# n_del, field..., n_alerts, alert json..., n_errors.
+# KEYS: state hash, alerts stream, counters, metrics. ARGV: expected _now ('' = none), new _now,
+# the names of the _now field and of the alerts and check-errors counters, then n_set, field,
+# value..., n_del, field..., n_alerts, alert json..., n_errors, then the metrics increments
+# (shared.metrics.Pending.args): n_ints, field, by..., n_floats, field, by....
 # Compare-and-set: applies only if nobody evaluated this pair since we read its state.
 _CAS = """
 local cur = redis.call('HGET', KEYS[1], ARGV[3]) or ''
@@ -175,20 +199,26 @@ for _ = 1, n do redis.call('HDEL', KEYS[1], ARGV[i]); i = i + 1 end
 n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do redis.call('XADD', KEYS[2], '*', 'alert', ARGV[i]); i = i + 1 end
 if n > 0 then redis.call('HINCRBY', KEYS[3], ARGV[4], n) end
-local errors = tonumber(ARGV[i])
+local errors = tonumber(ARGV[i]); i = i + 1
 if errors > 0 then redis.call('HINCRBY', KEYS[3], ARGV[5], errors) end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('HINCRBY', KEYS[4], ARGV[i], ARGV[i + 1]); i = i + 2 end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('HINCRBYFLOAT', KEYS[4], ARGV[i], ARGV[i + 1]); i = i + 2 end
 return 1
 """
 
 
 class RedisStore:
     """Pair state in Redis (``state:{instance}:{account}``); alerts to the alerts stream, written
-    with the state in one script."""
+    with the state and the metrics in one script. One per job: :attr:`pending` holds the metrics
+    of its check runs until a write or :meth:`flush` sends them."""
 
     def __init__(self, r: redis.Redis, keys: Keys) -> None:
         self._r = r
         self._keys = keys
         self._cas: Any = r.register_script(_CAS)
+        self.pending = M.Pending()
 
     def read(self, instance: str, account: str) -> PairRecord:
         stored: Any = self._r.hgetall(self._keys.state(instance, account))
@@ -204,11 +234,36 @@ class RedisStore:
         alerts: Sequence[Alert],
         gate: str | None,
     ) -> bool:
-        keys = [self._keys.state(instance, account), self._keys.alerts, self._keys.counters]
-        return bool(self._cas(keys=keys, args=_cas_args(prior.token, now, states, alerts, gate)))
+        keys = [
+            self._keys.state(instance, account),
+            self._keys.alerts,
+            self._keys.counters,
+            self._keys.metrics,
+        ]
+        metrics = M.Pending(dict(self.pending.ints), dict(self.pending.floats))
+        for (check, state), n in alert_counts(alerts).items():
+            M.count(metrics, self._keys, M.ALERTS, {"check": check, "state": state}, n)
+        args = _cas_args(prior.token, now, states, alerts, gate) + metrics.args()
+        applied = bool(self._cas(keys=keys, args=args))
+        if applied:  # the run's metrics went with the write
+            self.pending.clear()
+        return applied
 
     def hold(self, instance: str, account: str, now: float) -> None:
         self._r.set(self._keys.hold(instance, account), repr(now), ex=HOLD_SECONDS)
+
+    def ran(self, check: str, seconds: float, failed: bool) -> None:
+        labels = {"check": check}
+        M.observe(self.pending, self._keys, M.CHECK_DURATION, labels, seconds, M.CHECK_DURATION_BUCKETS)
+        if failed:
+            M.count(self.pending, self._keys, M.CHECK_ERRORS, labels)
+
+    def flush(self) -> None:
+        """Send the metrics no write carried, in one round trip (none when there are none)."""
+        if self.pending:
+            pipe = self._r.pipeline(transaction=False)
+            self.pending.send(pipe, self._keys)
+            pipe.execute()
 
 
 def _cas_args(
@@ -254,4 +309,7 @@ class MemoryStore:
         return True
 
     def hold(self, instance: str, account: str, now: float) -> None:
+        return None
+
+    def ran(self, check: str, seconds: float, failed: bool) -> None:
         return None

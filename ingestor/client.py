@@ -10,7 +10,9 @@ queues its ``feed_down`` alerts, with the feed's status hash, in the same pendin
 With a heartbeat writer, a fourth task writes the heartbeat every ``HEARTBEAT_EVERY`` seconds in
 a worker thread (as the writer writes), with the details ``{"feeds": {feed: {"state": "up" |
 "down" | "connecting", "last_frame_at": unix time or None}}}``; the heartbeat is deleted on
-leaving :meth:`GalioClient.run`, after the last beat (a lock orders the two).
+leaving :meth:`GalioClient.run`, after the last beat (a lock orders the two). With Redis (``r``),
+a fifth task sends the dead-man's switch canary every ``canary_seconds`` whatever the feed's
+state (:mod:`ingestor.canary`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from websockets.frames import CloseCode
 
 from engine.checks import fmt
 from ingestor.backoff import SessionOutcome, SilenceTimeout, decide
+from ingestor.canary import CanarySender, canary_loop
 from ingestor.health import FeedHealth, FeedStatus, reason_of
 from ingestor.ingest import Ingestor
 from ingestor.record import Recorder
@@ -112,6 +115,7 @@ class GalioClient:
         self._beater = beater
         self._beat_lock = threading.Lock()
         self._beats_over = False
+        self._canary = None if r is None else CanarySender(r, settings.keys, settings.canary_seconds)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Receive and publish until ``stop`` is set, then close the websocket and write what is
@@ -122,12 +126,13 @@ class GalioClient:
         health = asyncio.create_task(self._watch_feed(), name="feed-health")
         stopped = asyncio.create_task(stop.wait(), name="stop")
         beats = asyncio.create_task(self._beat_loop(), name="heartbeat")
+        canary = asyncio.create_task(self._canary_loop(), name="canary")
         try:
             await asyncio.wait({sessions, health, stopped}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (sessions, stopped, health, writer, beats):
+            for task in (sessions, stopped, health, writer, beats, canary):
                 task.cancel()
-            await asyncio.gather(sessions, stopped, health, writer, beats, return_exceptions=True)
+            await asyncio.gather(sessions, stopped, health, writer, beats, canary, return_exceptions=True)
             await self._final_flush()
             await asyncio.to_thread(self._end_beats)
         for task in (sessions, health):
@@ -263,6 +268,11 @@ class GalioClient:
                 log.debug("heartbeat not written: %s", exc)
             await asyncio.sleep(self._beater.every)
 
+    async def _canary_loop(self) -> None:
+        """The dead-man's switch canary (``ingestor.canary``), when this client has Redis."""
+        if self._canary is not None:
+            await canary_loop(self._canary)
+
     def _beat(self, details: dict[str, Any]) -> None:
         with self._beat_lock:
             if self._beater is not None and not self._beats_over:
@@ -334,7 +344,7 @@ async def run(
     Raises :class:`GiveUp` on an error that is not retried. The caller owns (closes) ``recorder``.
     ``beater``: the process's heartbeat, deleted on return."""
     stop = asyncio.Event() if stop is None else stop
-    ingestor = Ingestor(r, settings.keys, stream_maxlen=settings.stream_maxlen)
+    ingestor = Ingestor(r, settings.keys, stream_maxlen=settings.stream_maxlen, feed=settings.feed_name)
     with _signals_set(stop):
         log.info("ingesting %s into %s", display_uri(settings), settings.keys.snapshots)
         await GalioClient(settings, ingestor, recorder=recorder, r=r, beater=beater).run(stop)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingestor.normalize import normalize_account
+from shared.canary import CANARY_ACCOUNT
 from shared.keys import QUARANTINE_EXCERPT
 from shared.models import Snapshot
 
@@ -85,7 +86,10 @@ def load_pos(text: str) -> tuple[dict[str, Any] | None, str]:
 def parse_account(
     account: str, obj: Any, received_at: float, next_seq: Callable[[], int]
 ) -> Snapshot | QuarantineEntry:
-    """One account's snapshot, or its quarantine entry (excerpt: ``{account: value}`` as JSON)."""
+    """One account's snapshot, or its quarantine entry (excerpt: ``{account: value}`` as JSON).
+    The canary's reserved name (``shared.canary.CANARY_ACCOUNT``) is never an account of a feed."""
+    if account == CANARY_ACCOUNT:
+        return _quarantine_account(account, obj, received_at, "the name is reserved for MonitorX's canary")
     if not isinstance(obj, dict):
         return _quarantine_account(account, obj, received_at, f"not an object but a {type(obj).__name__}")
     try:

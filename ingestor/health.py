@@ -25,9 +25,10 @@ from engine.alerts import make_alert
 from engine.checks import fmt
 from engine.checks.base import Message
 from ingestor.backoff import SessionOutcome, SilenceTimeout
+from shared.keys import FEED_ALERT_CHECK
 from shared.models import Alert, AlertState
 
-CHECK = "feed_down"
+CHECK = FEED_ALERT_CHECK
 """The ``check`` of the alert, and the prefix of its instance ``feed_down:{feed}``."""
 AUTH_FAILED_CODE = 4001
 """The close code with which Galio refuses credentials."""

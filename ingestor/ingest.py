@@ -7,7 +7,9 @@ accounts, not of frames, because beyond ``max_pending`` pending snapshots only t
 of each account is kept (the dispatcher reads ``latest:{account}`` anyway, so an older snapshot of
 an account adds nothing), and only the newest ``max_pending`` quarantine entries (diagnostics).
 Alerts queued with :meth:`Ingestor.queue_alerts` (the feed's ``feed_down``) ride in the same batch
-and are never dropped.
+and are never dropped. They go to the snapshots stream, as entries with the field ``alert`` (the
+Alert JSON) instead of ``account``, which the dispatcher forwards to the alerts stream unchanged:
+the ingestor's Redis user may write its own keys only, never the alerts stream (monitorx.aclcmd).
 """
 
 from __future__ import annotations
@@ -20,23 +22,29 @@ from dataclasses import dataclass, field
 
 import redis
 
-from engine.alerts import emit
 from ingestor.frames import ParsedFrame, QuarantineEntry, SequenceClock, parse_frame
+from shared import metrics as M
 from shared.keys import (
     COUNTER_FRAMES,
     COUNTER_INVALID_VALUES,
     COUNTER_MALFORMED,
     DISPATCH_GROUP,
+    FEED_ALERT_FIELD,
     QUARANTINE_MAXLEN,
     Keys,
 )
 from shared.models import Alert, Snapshot
 from shared.redisio import Outage, Publisher, ensure_group, safe_trim
+from shared.settings import IngestSettings
 
 log = logging.getLogger(__name__)
 
 TRIM_EVERY = 1000
 """Snapshots published between two trims of the snapshot stream."""
+FEED = str(IngestSettings.model_fields["feed_name"].default)
+"""The ``feed`` label of the frame counts when none is given (the ``feed_name`` setting's default)."""
+FEED_COUNTS = {COUNTER_FRAMES: M.FEED_FRAMES, COUNTER_MALFORMED: M.FEED_MALFORMED}
+"""Counters of a batch also counted per feed in ``Keys.metrics``, with the same flush."""
 MAX_PENDING = 10_000
 """Pending snapshots past which only the newest snapshot of each account is kept (while Redis is
 unavailable, or for a frame with more accounts than this); also the most quarantine entries kept."""
@@ -101,9 +109,11 @@ class Ingestor:
         stream_maxlen: int,
         trim_every: int = TRIM_EVERY,
         max_pending: int = MAX_PENDING,
+        feed: str = FEED,
     ) -> None:
         self._r = r
         self._keys = keys
+        self._feed = feed
         self._publisher = Publisher(r, keys)
         self._stream_maxlen = stream_maxlen
         self._trim_every = trim_every
@@ -126,9 +136,9 @@ class Ingestor:
         return parsed
 
     def queue_alerts(self, alerts: Sequence[Alert], hashes: Mapping[str, Mapping[str, str]]) -> None:
-        """Queue alerts for ``keys.alerts`` (``engine.alerts.emit``: counted in alerts_emitted) and hash
-        fields to set, written by the next flush after the pending snapshots; kept, in order,
-        however long Redis is unavailable. No I/O."""
+        """Queue alerts for the snapshots stream (field ``alert``; the dispatcher forwards them to
+        ``keys.alerts`` and counts them) and hash fields to set, written by the next flush after
+        the pending snapshots; kept, in order, however long Redis is unavailable. No I/O."""
         with self._lock:
             self._pending.alerts.extend(alerts)
             for key, fields in hashes.items():
@@ -194,11 +204,14 @@ class Ingestor:
         pipe = self._r.pipeline(transaction=False)
         for entry in batch.quarantine:
             pipe.xadd(self._keys.quarantine, entry.fields(), maxlen=QUARANTINE_MAXLEN, approximate=True)  # type: ignore[arg-type]
-        emit(pipe, self._keys, batch.alerts)
+        for alert in batch.alerts:
+            pipe.xadd(self._keys.snapshots, {FEED_ALERT_FIELD: alert.model_dump_json()})
         for key, fields in batch.hashes.items():
             pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
         for name, count in batch.counters.items():
             pipe.hincrby(self._keys.counters, name, count)
+            if name in FEED_COUNTS:
+                M.count(pipe, self._keys, FEED_COUNTS[name], {"feed": self._feed}, count)
         pipe.execute()
 
     def _maybe_trim(self) -> None:

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("monitorx.statuscmd", "is MonitorX working: problems first, then every figure (--json)"),
     "health": ("monitorx.healthcmd", "exit 0 when a process of --role on this host has a fresh heartbeat"),
     "web": ("monitorx.web", "the status page, /api/status and Prometheus /metrics over HTTP"),
+    "acl": ("monitorx.aclcmd", "print the Redis ACL file: one least-privilege user per service"),
     "bench": ("monitorx.bench", "benchmark bare RQ against the pipeline"),
     "backtest": ("monitorx.backtest", "replay a recording through the checks offline"),
 }

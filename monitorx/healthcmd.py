@@ -3,7 +3,7 @@
 Exit status 0 only when a process of ROLE on this host (``socket.gethostname()``, as the
 heartbeat records it) has a fresh heartbeat (:mod:`shared.heartbeat`); 1 otherwise, Redis
 unreachable included (the reason on standard error); 2 bad input. Reads the heartbeats only
-(:func:`monitorx.status.read_processes`), so it is cheap enough to run every few seconds.
+(:func:`engine.health.read_processes`), so it is cheap enough to run every few seconds.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 
 import redis
 
-from monitorx.status import fresh_processes, read_processes
+from engine.health import fresh_processes, read_processes
 from shared.cli import settings_or_exit
 from shared.heartbeat import ROLES
 from shared.redisio import connect

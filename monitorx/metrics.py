@@ -1,17 +1,24 @@
 """The Prometheus metrics of ``monitorx web``'s ``/metrics``: the status model read on each scrape
 (:class:`StatusCollector`) and yielded as metrics named by Prometheus' conventions (prefix
 ``monitorx_``, units in the name, ``_total`` on counters).
+
+Three kinds: gauges of the current figures; the unlabelled counters of ``Keys.counters``
+(:data:`COUNTERS`); the labelled counters and histograms of ``Keys.metrics`` (:data:`LABELLED`,
+:data:`HISTOGRAMS`, ``shared.metrics``), each family exposed even before its first sample, every
+histogram with every bucket of its bounds (so series of one histogram always share their ``le``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from alerter.service import REASONS
 from monitorx.status import Status, problems
 from shared import keys as K
+from shared import metrics as M
 from shared.heartbeat import ROLES
 
 PREFIX = "monitorx_"
@@ -32,9 +39,35 @@ COUNTERS: dict[str, str] = {
     K.COUNTER_REJECTED_JOBS: "Jobs refused by the job allowlist.",
     K.COUNTER_NOTIFICATIONS: "Notifications sent.",
     K.COUNTER_MAYBE_DUPLICATED: "Sends that may have repeated an earlier one.",
+    K.COUNTER_MALFORMED_ENTRIES: "Snapshot-stream entries the dispatcher could not use (dropped).",
 }
 """Each counter of the counters hash (``Keys.counters``) exposed as ``monitorx_<name>_total``
 (0 while absent), with its help text."""
+
+LABELLED: dict[str, tuple[str, tuple[str, ...]]] = {
+    M.FEED_FRAMES: ("Frames received from the feed.", ("feed",)),
+    M.FEED_MALFORMED: ("Frames of the feed that could not be read (quarantined).", ("feed",)),
+    M.CHECK_EVALUATIONS: ("Evaluation jobs run, per check.", ("check",)),
+    M.CHECK_ERRORS: ("Evaluations whose check raised an error or timed out, per check.", ("check",)),
+    M.ALERTS: ("Alerts emitted, per check and state (firing, resolved).", ("check", "state")),
+    M.NOTIFICATIONS: ("Notifications sent, per receiver.", ("receiver",)),
+    M.NOTIFICATIONS_FAILED: (
+        f"Failed send attempts, per receiver and reason ({', '.join(REASONS)}).",
+        ("receiver", "reason"),
+    ),
+    M.DEAD_LETTERS: ("Alerts written to the dead-letter stream, per receiver.", ("receiver",)),
+}
+"""Each labelled counter of ``Keys.metrics`` -> (help, labels), exposed as ``monitorx_<name>``."""
+
+HISTOGRAMS: dict[str, tuple[str, tuple[str, ...]]] = {
+    M.CHECK_DURATION: ("Seconds the check's code took per evaluation, per check.", ("check",)),
+    M.NOTIFICATION_LATENCY: (
+        "Seconds from the newest alert event of a notification to its send done, per receiver "
+        "(group wait and pacing included; repeats of an unchanged group not observed).",
+        ("receiver",),
+    ),
+}
+"""Each histogram of ``Keys.metrics`` -> (help, labels); its buckets: ``shared.metrics.HISTOGRAMS``."""
 
 MARKS = {"firing": "notified", "silenced": "silenced", "inhibited": "inhibited"}
 """A firing alert's :attr:`~monitorx.status.FiringAlert.mark` -> the ``mark`` label of
@@ -60,8 +93,26 @@ def status_metrics(status: Status) -> Iterator[Metric]:
     yield from _process_metrics(status)
     yield from _stream_metrics(status)
     yield from _alert_metrics(status)
+    yield from canary_metrics(status)
     for name, help_text in COUNTERS.items():
         yield CounterMetricFamily(PREFIX + name, help_text, value=status.counters.get(name, 0))
+    yield from labelled_metrics(status.series)
+
+
+def labelled_metrics(series: Sequence[M.Series]) -> Iterator[Metric]:
+    """The families of :data:`LABELLED` and :data:`HISTOGRAMS` from the parsed series."""
+    for name, (help_text, labels) in LABELLED.items():
+        family = CounterMetricFamily(PREFIX + name, help_text, labels=labels)
+        for s in series:
+            if s.name == name:
+                family.add_metric([s.labels.get(label, "") for label in labels], s.value)
+        yield family
+    for name, (help_text, labels) in HISTOGRAMS.items():
+        histogram = HistogramMetricFamily(PREFIX + name, help_text, labels=labels)
+        for h in M.histograms(series, name, M.HISTOGRAMS[name]):
+            values = [h.labels.get(label, "") for label in labels]
+            histogram.add_metric(values, h.buckets, h.sum)
+        yield histogram
 
 
 def _gauge(name: str, help_text: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
@@ -103,6 +154,26 @@ def _stream_metrics(status: Status) -> Iterator[Metric]:
     for state, value in (("waiting", q.depth), ("started", q.started), ("failed", q.failed)):
         jobs.add_metric([q.name, state], value)
     yield from (pending, lag, behind, jobs)
+
+
+CANARY_COUNTERS: dict[str, str] = {
+    K.COUNTER_CANARY_PINGS: "Dead-man's switch pings answered 2xx.",
+    K.COUNTER_CANARY_PING_FAILURES: "Dead-man's switch pings that failed.",
+}
+"""The dead-man's switch counters of ``Keys.counters``, exposed as ``monitorx_<name>_total``."""
+
+
+def canary_metrics(status: Status) -> Iterator[Metric]:
+    """The last canary's round trip and the age of its arrival (no sample before the first),
+    and the dead-man's switch ping counters (``shared.canary``, ``alerter.deadman``)."""
+    trip = _gauge("canary_round_trip_seconds", "Seconds the last canary took from ingestor to alerter.")
+    age = _gauge("canary_last_arrival_age_seconds", "Seconds since the last canary came through.")
+    if status.canary is not None:
+        trip.add_metric([], status.canary.round_trip_s)
+        age.add_metric([], status.canary.age_s)
+    yield from (trip, age)
+    for name, help_text in CANARY_COUNTERS.items():
+        yield CounterMetricFamily(PREFIX + name, help_text, value=status.counters.get(name, 0))
 
 
 def _alert_metrics(status: Status) -> Iterator[Metric]:

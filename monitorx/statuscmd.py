@@ -92,6 +92,8 @@ def render(status: Status, found: list[str]) -> list[str]:
         f"QUEUE {q.name}: {q.depth} waiting, {q.started} started, {q.failed} failed",
         f"ALERTS: {status.firing} firing ({status.silenced} silenced, {status.inhibited} inhibited)",
         f"DEAD LETTERS: {status.dead_letters}   QUARANTINED FRAMES: {status.quarantined}",
+        f"CANARY: {_canary(status)}",
+        f"CONFIG RELOAD: {_reload(status)}",
         "",
     ]
     lines += _section("FEEDS", ("FEED", "STATE", "SINCE (UTC)", "REASON"), _feeds(status))
@@ -102,6 +104,22 @@ def render(status: Status, found: list[str]) -> list[str]:
     lines += [f"  {a.account}  {a.age_s:.0f} s old" for a in stale]
     counters = "  ".join(f"{k}={v}" for k, v in sorted(status.counters.items()))
     return [*lines, f"COUNTERS: {counters or '-'}"]
+
+
+def _canary(status: Status) -> str:
+    c = status.canary
+    if c is None:
+        return "none came through (off, or not yet)"
+    late = " OVERDUE" if c.overdue else ""
+    return f"last arrived {c.age_s:.0f} s ago, round trip {c.round_trip_s:.2f} s, every {c.every:g} s{late}"
+
+
+def _reload(status: Status) -> str:
+    x = status.reload
+    if x is None:
+        return "none since the processes started"
+    result = f"taken ({x.instances} instances)" if x.ok else "REFUSED: " + (x.error.splitlines() or ["?"])[0]
+    return f"{_when(x.at)} UTC of {x.file} by {x.by}: {result}"
 
 
 def _processes(status: Status) -> list[tuple[str, ...]]:

@@ -12,10 +12,12 @@ import os
 import socket
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, AnyUrl, Field, RedisDsn, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.canary import CANARY_EVERY
 from shared.keys import DEFAULT_PREFIX, Keys
 
 
@@ -76,6 +78,11 @@ class IngestSettings(CommonSettings):
     feed_down_after: float | None = Field(default=None, gt=0, validation_alias="MONITORX_FEED_DOWN_AFTER")
     """Seconds without any frame after which the ``feed_down`` alert fires (default None: the
     ``silence_timeout``, so a dead feed is reported within the watchdog interval)."""
+    canary_seconds: float = Field(
+        default=CANARY_EVERY, ge=0, allow_inf_nan=False, validation_alias="MONITORX_CANARY_SECONDS"
+    )
+    """Seconds between two dead-man's switch canaries (default ``shared.canary.CANARY_EVERY``);
+    0 sends none."""
 
     @property
     def feed_down_seconds(self) -> float:
@@ -158,6 +165,25 @@ class AlertSettings(CommonSettings):
     http_timeout: float = Field(default=10.0, gt=0, validation_alias="MONITORX_HTTP_TIMEOUT")
     sent_ttl: int = Field(default=7 * 86400, gt=0, validation_alias="MONITORX_SENT_TTL")
     """Seconds a delivery marker is kept (default 7 days)."""
+    deadman_url: SecretStr | None = Field(default=None, validation_alias="MONITORX_DEADMAN_URL")
+    """The dead-man's switch: an http(s) URL to GET at each canary arrival (``alerter.deadman``);
+    a secret (such URLs carry a token): never logged. None (default): no ping."""
+    self_check_seconds: float = Field(default=10.0, ge=0, validation_alias="MONITORX_SELF_CHECK_SECONDS")
+    """Seconds between two looks of the alerts about MonitorX itself (alerter.selfcheck: no
+    ingestor, dispatcher or worker running, a group lagging, dead letters waiting); 0 turns them
+    off (default 10)."""
+
+    @field_validator("deadman_url")
+    @classmethod
+    def _http_url(cls, url: SecretStr | None) -> SecretStr | None:
+        """http(s) only (urllib would also open ``file://``); the error never echoes the URL. A
+        blank one (``MONITORX_DEADMAN_URL=`` in a ``.env``) is none."""
+        if url is not None and not url.get_secret_value().strip():
+            return None
+        parts = urlsplit(url.get_secret_value()) if url is not None else None
+        if parts is not None and (parts.scheme not in {"http", "https"} or not parts.netloc):
+            raise ValueError("must be an http:// or https:// URL")
+        return url
 
 
 class SilenceSettings(CommonSettings):
@@ -167,3 +193,18 @@ class SilenceSettings(CommonSettings):
         default=24.0, gt=0, allow_inf_nan=False, validation_alias="MONITORX_SILENCE_MAX_HOURS"
     )
     """Longest silence ``monitorx silence add`` accepts, in hours (default 24)."""
+
+
+class WebSettings(SilenceSettings):
+    """``monitorx web``: the silence limits of ``monitorx silence``, and the operator token."""
+
+    web_token: SecretStr | None = Field(default=None, validation_alias="MONITORX_WEB_TOKEN")
+    """Operator token of the web page's writes (add and expire silences), given as the form field
+    ``token`` or ``Authorization: Bearer``; a secret, never logged nor shown. Default None: the
+    page is read-only and every write is refused (403)."""
+
+    @field_validator("web_token")
+    @classmethod
+    def _blank_is_none(cls, token: SecretStr | None) -> SecretStr | None:
+        """A blank token (``MONITORX_WEB_TOKEN=`` in a ``.env``) is no token: read-only."""
+        return token if token is not None and token.get_secret_value().strip() else None

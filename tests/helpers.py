@@ -49,5 +49,5 @@ def alerts_of(r: Any, check: str | None = None) -> list[Any]:
     from shared.keys import Keys
     from shared.models import Alert
 
-    found = [Alert.model_validate_json(f["alert"]) for _, f in r.xrange(Keys().alerts)]
+    found = [Alert.model_validate_json(f["alert"]) for _, f in r.xrange(Keys().alerts) if "alert" in f]
     return [a for a in found if check is None or a.check == check]

@@ -143,7 +143,10 @@ class Pipeline:
         galio_uri: str | None = None,
         auth: bool = True,
         env: Mapping[str, str] | None = None,
+        urls: Mapping[str, str] | None = None,
     ) -> None:
+        """``redis_url`` is every process's Redis and the one the readers below use; ``urls``
+        gives a role (ingestor, dispatcher, worker, alerter) its own (e.g. its own Redis user)."""
         self.procs = Processes(workdir)
         self.redis_url = redis_url
         self.r: redis_lib.Redis = redis_lib.Redis.from_url(redis_url, decode_responses=True)
@@ -157,6 +160,7 @@ class Pipeline:
         self.galio_uri = galio_uri or f"ws://127.0.0.1:{self.sim_port}"
         self._auth = auth
         self._env = dict(env or {})
+        self._urls = dict(urls or {})
         self._config = config
         self._stopped: set[int] = set()
         self.simulator: Child | None = None
@@ -187,6 +191,9 @@ class Pipeline:
             "MONITORX_BACKOFF_MAX": "0.5",
             "MONITORX_RETRY_IDLE_MS": "1000",
             "MONITORX_LOG_LEVEL": "INFO",
+            # the alerts about MonitorX itself off: most tests run some of the processes only
+            # (tests/test_views_live.py turns them on)
+            "MONITORX_SELF_CHECK_SECONDS": "0",
         }
         if self._auth:
             env["MONITORX_GALIO_USERNAME"] = self.username
@@ -198,6 +205,10 @@ class Pipeline:
         env.update(self._env)
         env.update(extra or {})
         return env
+
+    def role_env(self, role: str) -> dict[str, str]:
+        """The environment of a process of ``role``: :meth:`env` with the role's own Redis URL."""
+        return self.env({"MONITORX_REDIS_URL": self._urls[role]} if role in self._urls else None)
 
     def set_env(self, **values: str) -> None:
         """Change the environment of the processes started from now on."""
@@ -214,19 +225,19 @@ class Pipeline:
 
     def start_alerter(self, wait: bool = True) -> Child:
         """``python -m alerter``; with ``wait``, returns once it runs (its SIGTERM handler is in)."""
-        child = self.alerter = self.procs.python("alerter", "alerter", [], env=self.env())
+        child = self.alerter = self.procs.python("alerter", "alerter", [], env=self.role_env("alerter"))
         if wait:
             self.wait(lambda: "delivering to" in self.procs.stderr(child), 20, "the alerter to start")
         return child
 
     def start_worker(self, name: str | None = None) -> Child:
         args = [] if name is None else ["--name", name]
-        child = self.procs.python(name or "worker", "workers", args, env=self.env())
+        child = self.procs.python(name or "worker", "workers", args, env=self.role_env("worker"))
         self.workers.append(child)
         return child
 
     def start_ingestor(self) -> Child:
-        self.ingestor = self.procs.python("ingestor", "ingestor", [], env=self.env())
+        self.ingestor = self.procs.python("ingestor", "ingestor", [], env=self.role_env("ingestor"))
         return self.ingestor
 
     def start_core(self, workers: int = 2) -> None:
@@ -240,7 +251,7 @@ class Pipeline:
         self.wait_ready(workers)
 
     def start_dispatcher(self) -> Child:
-        self.dispatcher = self.procs.python("dispatcher", "dispatcher", [], env=self.env())
+        self.dispatcher = self.procs.python("dispatcher", "dispatcher", [], env=self.role_env("dispatcher"))
         return self.dispatcher
 
     def wait_ready(self, workers: int) -> None:
@@ -329,7 +340,7 @@ def _stream_drained(r: redis_lib.Redis, stream: str) -> bool:
 
 def stream_alert_ids(r: redis_lib.Redis) -> list[str]:
     entries: Any = r.xrange(KEYS.alerts)
-    return [json.loads(fields["alert"])["id"] for _, fields in entries]
+    return [json.loads(fields["alert"])["id"] for _, fields in entries if "alert" in fields]  # not canaries
 
 
 def rq_worker_count(redis_url: str) -> int:

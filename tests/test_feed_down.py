@@ -1,8 +1,10 @@
 """The ``feed_down`` alert of the ingestor: the pure state machine and the reasons first, then
 real WebSocket servers on loopback and a real Redis.
 
-Each scenario runs :func:`ingestor.client.run` with short intervals set through the settings and
-reads what reached ``mx:alerts`` and the feed's status hash ``mx:feed:{name}``.
+Each scenario runs :func:`ingestor.client.run` with short intervals set through the settings, and
+a real dispatcher beside it (the ingestor puts its feed alerts on the snapshots stream; the
+dispatcher forwards them), and reads what reached ``mx:alerts`` and the feed's status hash
+``mx:feed:{name}``.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import asyncio
 import contextlib
 import logging
 import socket
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,12 +27,15 @@ from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, Inv
 from websockets.frames import Close
 from websockets.http11 import Response
 
+from dispatcher.service import Dispatcher
+from engine.plan import load_plan
 from ingestor.backoff import SessionOutcome, SilenceTimeout
 from ingestor.client import display_uri, run
 from ingestor.health import FeedHealth, FeedStatus, duration, reason_of
 from shared.keys import COUNTER_ALERTS, Keys
+from shared.lifecycle import Stopper
 from shared.models import Alert, alert_id
-from shared.redisio import connect
+from shared.redisio import Outage, connect, ride_out
 from shared.settings import IngestSettings
 from simulator.server import SimulatorConfig, SimulatorServer
 from tests.helpers import alerts_of, free_port
@@ -261,16 +267,40 @@ def play(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(asyncio.wait_for(coro, timeout=60))
 
 
+@contextlib.contextmanager
+def dispatcher_running(url: str) -> Iterator[None]:
+    """A dispatcher (the built-in plan) in a thread, riding out Redis outages as ``monitorx
+    dispatch`` does: it forwards the feed alerts to ``mx:alerts``. Stopped and joined on leaving."""
+    dispatcher = Dispatcher(
+        r=connect(url),
+        rq_connection=connect(url, decode=False),
+        keys=KEYS,
+        plan=load_plan(None),
+        consumer="feed-test",
+        block_ms=50,
+    )
+    stopper = Stopper()
+    thread = threading.Thread(target=ride_out, args=(dispatcher, stopper, Outage("dispatcher")))
+    thread.start()
+    try:
+        yield
+    finally:
+        stopper.set()
+        thread.join(10)
+
+
 @contextlib.asynccontextmanager
 async def ingestor_running(settings: IngestSettings) -> AsyncIterator[asyncio.Task[None]]:
-    """The ingestor (``ingestor.client.run``) as a task; stopped as SIGTERM would on leaving."""
+    """The ingestor (``ingestor.client.run``) as a task, and a dispatcher; the ingestor is stopped
+    as SIGTERM would on leaving, then the dispatcher."""
     stop = asyncio.Event()
-    task = asyncio.create_task(run(settings, connect(str(settings.redis_url)), stop=stop))
-    try:
-        yield task
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
+    with dispatcher_running(str(settings.redis_url)):
+        task = asyncio.create_task(run(settings, connect(str(settings.redis_url)), stop=stop))
+        try:
+            yield task
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
 
 
 async def within(predicate: Callable[[], T], timeout: float, what: str) -> T:

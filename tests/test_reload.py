@@ -11,7 +11,7 @@ from pathlib import Path
 import redis as redis_lib
 
 from engine.plan import load_plan
-from engine.reload import PlanSource
+from engine.reload import PlanSource, ReloadRecord
 from shared.keys import Keys
 from shared.models import Alert
 from tests.helpers import wait_until
@@ -56,6 +56,33 @@ def test_reload_swaps_plan_and_refuses_bad_file(tmp_path: Path, r: redis_lib.Red
     refused = [a for a in alerts(r) if a.check == "config_error"]
     assert len(refused) == 1
     assert "checks.low.cooldown" in refused[0].text and "checks.x.check" in refused[0].text
+
+
+def last_reload(r: redis_lib.Redis) -> ReloadRecord:
+    raw = r.get(Keys().reload)
+    assert raw is not None
+    return ReloadRecord.model_validate_json(raw)
+
+
+def test_every_reload_is_recorded_with_its_result(tmp_path: Path, r: redis_lib.Redis) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(GOOD)
+    source = PlanSource(path, load_plan(path))
+    path.write_text(BETTER)
+    assert source.reload(r, Keys())
+    taken = last_reload(r)
+    assert (taken.ok, taken.file, taken.instances, taken.error) == (
+        True,
+        str(path),
+        len(source.plan.bound),
+        "",
+    )
+    assert taken.by.endswith(f":{os.getpid()}")
+    path.write_text(BAD)
+    assert not source.reload(r, Keys())
+    refused = last_reload(r)
+    assert (refused.ok, refused.instances) == (False, None) and refused.at >= taken.at
+    assert "checks.low.cooldown" in refused.error and refused.file == str(path)
 
 
 def test_two_processes_refusing_the_same_file_raise_one_alert_id(tmp_path: Path, r: redis_lib.Redis) -> None:

@@ -10,9 +10,12 @@ import time
 import pytest
 import redis as redis_lib
 
+from engine.health import LAG_LIMIT_S, Limits
 from engine.plan import builtin_config
+from engine.reload import ReloadRecord
 from monitorx import healthcmd, statuscmd
-from monitorx.status import LAG_LIMIT_S, Rules, Status, problems, read_status
+from monitorx.status import Status, problems, read_status
+from monitorx.statuscmd import render
 from shared.heartbeat import ROLES, Beater, Role
 from shared.keys import DISPATCH_GROUP, ROUTE_GROUP, Keys
 from shared.models import Alert, Snapshot
@@ -27,7 +30,9 @@ CONFIG = builtin_config()  # stale_after 10 s, the stale-data inhibit rule
 
 def beat(r: redis_lib.Redis, role: Role, name: str | None = None, ttl: int = 15) -> Beater:
     beater = Beater(r, KEYS, role, name or f"{role}-1", ttl=ttl)
-    beater.beat()
+    beater.beat(
+        {"feeds": {"galio": {"state": "up", "last_frame_at": time.time()}}} if role == "ingestor" else {}
+    )
     return beater
 
 
@@ -150,8 +155,38 @@ def test_a_feed_down_is_a_problem(r: redis_lib.Redis) -> None:
         KEYS.feed("galio"),
         mapping={"state": "down", "reason": "refused", "since": "5.0", "updated_at": "5.0"},
     )
+    assert problems(status(r)) == []  # the live ingestor says up: its heartbeat wins over the record
+    Beater(r, KEYS, "ingestor", "ingestor-1").beat({"feeds": {"galio": {"state": "down"}}})
     assert problems(status(r)) == ["feed galio down since 5: refused"]
+    r.delete(KEYS.heartbeat("ingestor", "ingestor-1"))  # no ingestor: the record that says down stands
+    assert problems(status(r))[1:] == ["feed galio down since 5: refused"]
+    beat(r, "ingestor")
     r.hset(KEYS.feed("galio"), "state", "up")
+    assert problems(status(r)) == []
+
+
+def test_feeds_follow_the_ingestors_heartbeat_and_none_connected_is_a_problem(r: redis_lib.Redis) -> None:
+    healthy(r)
+    assert [(f.name, f.state) for f in status(r).feeds] == [("galio", "up")]
+    Beater(r, KEYS, "ingestor", "ingestor-1").beat({"feeds": {"galio": {"state": "connecting"}}})
+    assert [(f.name, f.state) for f in status(r).feeds] == [("galio", "connecting")]
+    assert problems(status(r)) == ["no ingestor connected to a feed (galio: connecting)"]
+    r.delete(KEYS.heartbeat("ingestor", "ingestor-1"))  # no ingestor: a record that says up is not trusted
+    r.hset(KEYS.feed("galio"), mapping={"state": "up", "reason": "", "since": "5.0", "updated_at": "6.0"})
+    assert [(f.name, f.state) for f in status(r).feeds] == [("galio", "unknown")]
+
+
+def test_a_refused_reload_is_a_problem_until_one_is_taken(r: redis_lib.Redis) -> None:
+    healthy(r)
+    refused = ReloadRecord(at=1.0, ok=False, file="/etc/c.yaml", by="h:1", error="checks.x: bad")
+    r.set(KEYS.reload, refused.model_dump_json())
+    assert status(r).reload == refused
+    assert problems(status(r)) == [
+        "configuration reload of /etc/c.yaml refused: the last good one keeps running"
+    ]
+    rendered = render(status(r), [])
+    assert "CONFIG RELOAD: 1970-01-01 00:00:01 UTC of /etc/c.yaml by h:1: REFUSED: checks.x: bad" in rendered
+    r.set(KEYS.reload, refused.model_copy(update={"ok": True, "error": ""}).model_dump_json())
     assert problems(status(r)) == []
 
 
@@ -172,9 +207,9 @@ def test_a_group_with_more_undelivered_entries_than_the_limit_is_a_problem(r: re
     healthy(r)
     r.xadd(KEYS.alerts, {"alert": "{}"})
     r.xadd(KEYS.alerts, {"alert": "{}"})
-    assert problems(status(r), Rules(lag_limit_entries=2)) == []
+    assert problems(status(r), Limits(lag_limit_entries=2)) == []
     r.xadd(KEYS.alerts, {"alert": "{}"})
-    (found,) = problems(status(r), Rules(lag_limit_entries=2))
+    (found,) = problems(status(r), Limits(lag_limit_entries=2))
     assert found == f"group {ROUTE_GROUP} on {KEYS.alerts} has 3 entries undelivered (limit 2)"
 
 
@@ -195,6 +230,7 @@ def test_problems_come_worst_first(r: redis_lib.Redis) -> None:
     r.xadd(KEYS.dead, {"alert": "{}", "sink": "desk"})
     Publisher(r, KEYS).publish([snapshot("BIN-OLD", now - 60)])
     r.hset(KEYS.feed("galio"), mapping={"state": "down", "reason": "refused", "since": "5.0"})
+    Beater(r, KEYS, "ingestor", "ingestor-1").beat({"feeds": {"galio": {"state": "down"}}})
     r.delete(KEYS.heartbeat("worker", "worker-1"))
     found = problems(status(r, now))
     assert [p.split()[0] for p in found] == ["no", "feed", "1", "1"]
