@@ -182,11 +182,11 @@ def pipeline(url: str, tmp: Path, args: argparse.Namespace, hz: float, noop: flo
     peak_rss = 0.0
     with running_pipeline(url, tmp, args, feed, env) as sup:
         _wait_for_counter(r, sup, COUNTER_EVALS, 50, 30)
-        evals0, t0 = int(r.hget(COUNTERS, COUNTER_EVALS) or 0), time.perf_counter()
+        evals0, t0, cpu0 = int(r.hget(COUNTERS, COUNTER_EVALS) or 0), time.perf_counter(), _cpu_by_role(sup)
         while time.perf_counter() - t0 < args.seconds:
             peak_rss = max(peak_rss, _rss_mb(sup))
             time.sleep(0.25)
-        evals1, t1 = int(r.hget(COUNTERS, COUNTER_EVALS) or 0), time.perf_counter()
+        evals1, t1, cpu1 = int(r.hget(COUNTERS, COUNTER_EVALS) or 0), time.perf_counter(), _cpu_by_role(sup)
     counters = r.hgetall(COUNTERS)
     evals_per_s = (evals1 - evals0) / (t1 - t0)
     f2a, e2s = _frame_to_alert(tmp / "alerts.jsonl"), _job_delays(redis.Redis.from_url(url))
@@ -202,7 +202,17 @@ def pipeline(url: str, tmp: Path, args: argparse.Namespace, hz: float, noop: flo
         "coalesced": int(counters.get(COUNTER_COALESCED, 0)),
         "frames": int(counters.get(COUNTER_FRAMES, 0)),
         "peak_rss_mb": round(peak_rss, 1),
+        "cores_by_process": {role: round((cpu1[role] - cpu0[role]) / (t1 - t0), 2) for role in cpu1},
     }
+
+
+def _cpu_by_role(sup: Supervisor) -> dict[str, float]:
+    """CPU seconds so far of each child, the workers summed: how the cores were shared."""
+    cpu: dict[str, float] = {}
+    for child in sup.children:
+        role = "workers" if child.name.startswith("worker-") else child.name
+        cpu[role] = cpu.get(role, 0.0) + _cpu_seconds(child.proc.pid)
+    return cpu
 
 
 @contextmanager
