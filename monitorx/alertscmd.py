@@ -21,7 +21,6 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import redis
 from alerter.inhibit import compile_rules
 from alerter.receivers import legacy_receivers
 from alerter.route import Route, build_route, match_routes
+from engine.checks.fmt import utc
 from engine.plan import load_config
 from monitorx.status import FiringAlert, firing_now
 from shared.cli import EXIT_USAGE, config_or_exit, config_path, settings_or_exit
@@ -107,7 +107,7 @@ def _alerts(
 def _row(r: redis.Redis, keys: Keys, route: Route, firing: FiringAlert) -> tuple[str, ...]:
     alert = firing.alert
     return (
-        _when(alert.observed_at),
+        utc(alert.observed_at),
         alert.severity,
         alert.check,
         alert.account,
@@ -143,7 +143,7 @@ def _log(r: redis.Redis, keys: Keys, limit: int, receiver: str | None) -> int:
         return 0
     rows = [
         (
-            _when(float(f.get("at", 0))),
+            utc(float(f.get("at", 0))),
             f.get("receiver", ""),
             f.get("status", ""),
             f"{f.get('latency_ms', '')} ms",
@@ -163,7 +163,3 @@ def _table(columns: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in everything) for i in range(len(columns) - 1)]
     for row in everything:
         print("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip())
-
-
-def _when(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -23,13 +23,13 @@ import re
 import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from pydantic import ValidationError
 
 from alerter.service import ANY_SINK
+from engine.checks.fmt import utc
 from shared.cli import EXIT_USAGE, instant, settings_or_exit
 from shared.keys import Keys
 from shared.models import Alert
@@ -183,7 +183,7 @@ def _list(r: redis.Redis, keys: Keys, limit: int) -> int:
 def _row(d: DeadLetter) -> tuple[str, ...]:
     a = d.alert
     check, account, state = (a.check, a.account, a.state) if a else (UNREADABLE,) * 3
-    failed = _utc(d.failed_at)
+    failed = utc(d.failed_at)
     error = " ".join(d.fields.get("error", "").split())
     if len(error) > ERROR_WIDTH:
         error = error[: ERROR_WIDTH - 3] + "..."
@@ -271,13 +271,5 @@ def _purge(r: redis.Redis, keys: Keys, before: float) -> int:
     purged = 0
     for at in range(0, len(stale), PAGE):
         purged += int(r.xdel(keys.dead, *stale[at : at + PAGE]))
-    print(f"purged {purged} dead letter(s) that failed before {_utc(before)} UTC")
+    print(f"purged {purged} dead letter(s) that failed before {utc(before)} UTC")
     return 0
-
-
-def _utc(t: float) -> str:
-    """``YYYY-MM-DD HH:MM:SS`` in UTC; the plain number for a time datetime cannot show."""
-    try:
-        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
-    except (OverflowError, ValueError, OSError):
-        return f"{t:.0f} (unix)"

@@ -10,10 +10,10 @@ import argparse
 import os
 import sys
 import time
-from datetime import UTC, datetime
 
 import redis
 
+from engine.checks.fmt import utc
 from shared.cli import EXIT_USAGE, settings_or_exit
 from shared.config import parse_duration
 from shared.redisio import connect
@@ -90,7 +90,7 @@ def _add(args: argparse.Namespace, store: SilenceStore, max_duration: float, now
         )
     silence = store.add(args.matchers, args.duration, args.reason, args.by, now, max_duration)
     print(silence.id)
-    sys.stderr.write(f"silenced until {_when(silence.ends_at)} UTC: {', '.join(silence.matchers)}\n")
+    sys.stderr.write(f"silenced until {utc(silence.ends_at)} UTC: {', '.join(silence.matchers)}\n")
     return 0
 
 
@@ -109,7 +109,7 @@ def _list(store: SilenceStore, now: float, include_expired: bool) -> int:
 def _row(s: Silence, now: float) -> tuple[str, ...]:
     left = s.ends_at - now
     relative = f"in {format_duration(left)}" if left > 0 else f"{format_duration(-left)} ago"
-    ends = f"{_when(s.ends_at)} ({relative})"
+    ends = f"{utc(s.ends_at)} ({relative})"
     return (s.id, s.state(now), ends, s.by, ", ".join(s.matchers), " ".join(s.reason.split()))
 
 
@@ -121,7 +121,3 @@ def _expire(store: SilenceStore, silence_id: str, now: float) -> int:
         raise ValueError(f"no silence with id {silence_id!r} (see monitorx silence list --all)")
     print(f"{silence_id} had already expired")
     return 0
-
-
-def _when(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")

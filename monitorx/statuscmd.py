@@ -19,12 +19,12 @@ import argparse
 import json
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import redis
 
+from engine.checks.fmt import utc
 from engine.plan import load_config
 from monitorx.status import Status, problems, read_status
 from shared.cli import config_or_exit, config_path, settings_or_exit
@@ -77,7 +77,7 @@ def as_json(status: Status, found: list[str]) -> dict[str, Any]:
 
 def render(status: Status, found: list[str]) -> list[str]:
     """The readable summary, problems first."""
-    head = f"MonitorX at {_when(status.at)} UTC: " + (f"{len(found)} problem(s)" if found else "healthy")
+    head = f"MonitorX at {utc(status.at)} UTC: " + (f"{len(found)} problem(s)" if found else "healthy")
     lines = [head, *(f"  ! {p}" for p in found), ""]
     lines += _section(
         "PROCESSES", ("ROLE", "NAME", "HOST", "PID", "VERSION", "LAST STEP"), _processes(status)
@@ -119,7 +119,7 @@ def _reload(status: Status) -> str:
     if x is None:
         return "none since the processes started"
     result = f"taken ({x.instances} instances)" if x.ok else "REFUSED: " + (x.error.splitlines() or ["?"])[0]
-    return f"{_when(x.at)} UTC of {x.file} by {x.by}: {result}"
+    return f"{utc(x.at)} UTC of {x.file} by {x.by}: {result}"
 
 
 def _processes(status: Status) -> list[tuple[str, ...]]:
@@ -152,7 +152,7 @@ def _groups(status: Status) -> list[tuple[str, ...]]:
 
 
 def _feeds(status: Status) -> list[tuple[str, ...]]:
-    return [(f.name, f.state, "" if f.since is None else _when(f.since), f.reason) for f in status.feeds]
+    return [(f.name, f.state, "" if f.since is None else utc(f.since), f.reason) for f in status.feeds]
 
 
 def _section(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
@@ -165,7 +165,3 @@ def _section(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) 
         "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in everything
     ]
     return [title, *table, ""]
-
-
-def _when(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")

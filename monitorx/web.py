@@ -43,7 +43,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -55,7 +54,7 @@ import redis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
-from engine.checks.fmt import duration
+from engine.checks.fmt import duration, utc
 from engine.health import Process
 from engine.plan import load_config
 from monitorx.metrics import StatusCollector
@@ -213,7 +212,7 @@ def _summary(status: Status) -> str:
     stale = sum(a.stale for a in status.accounts)
     q = status.queue
     parts = [
-        f"at {_when(status.at)} UTC",
+        f"at {utc(status.at)} UTC",
         f"{len(status.processes)} process(es)",
         f"{len(status.accounts)} account(s), {stale} stale",
         f"{status.firing} alert(s) firing ({status.silenced} silenced, {status.inhibited} inhibited)",
@@ -385,7 +384,7 @@ def _silences_section(status: Status, writable: bool, forms: bool) -> str:
 
 def _silence(s: Silence, now: float, expire: bool) -> Row:
     left = s.ends_at - now
-    ends = f"{_when(s.ends_at)} (in {format_duration(left)})"
+    ends = f"{utc(s.ends_at)} (in {format_duration(left)})"
     row = (s.id, s.state(now), ends, s.by, Markup("<br>".join(_e(m) for m in s.matchers)), s.reason)
     return (*row, _expire_form(s.id)) if expire else row
 
@@ -436,19 +435,15 @@ def _dead_letters(status: Status) -> str:
 
 def _dead(d: DeadLetter) -> Row:
     error = d.error if len(d.error) <= ERROR_SHOWN else d.error[: ERROR_SHOWN - 3] + "..."
-    return (_when(d.failed_at), d.receiver, d.account or "?", d.title or "(unreadable alert)", error)
+    return (utc(d.failed_at), d.receiver, d.account or "?", d.title or "(unreadable alert)", error)
 
 
 def _feeds(status: Status) -> list[Row]:
-    return [(f.name, f.state, "" if f.since is None else _when(f.since), f.reason) for f in status.feeds]
+    return [(f.name, f.state, "" if f.since is None else utc(f.since), f.reason) for f in status.feeds]
 
 
 def _feed_marks(status: Status) -> list[str]:
     return ["" if f.state == "up" else "bad" for f in status.feeds]
-
-
-def _when(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 # -- the writes -------------------------------------------------------------------------------

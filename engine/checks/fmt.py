@@ -67,6 +67,15 @@ def hhmm(ts: float) -> str:
     return time.strftime("%H:%M UTC", time.gmtime(ts))
 
 
+def utc(ts: float) -> str:
+    """``2024-05-01 11:58:10``, in UTC: a time in the operators' commands and pages; the plain
+    number for a time the calendar cannot show."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
+    except (OverflowError, ValueError, OSError):
+        return f"{ts:.0f} (unix)"
+
+
 def clock(ts: float) -> str:
     """``2024-05-01 11:58:10 UTC``: when a figure was observed."""
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
