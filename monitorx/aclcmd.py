@@ -104,7 +104,7 @@ GRANTS: dict[str, Grant] = {
     "ingestor": Grant(
         rw=("snapshots", "latest:*", "seen", "feed:*", "counters", "metrics", "hb:ingestor:*"),
         read=(HEARTBEATS,),
-        write=("quarantine",),
+        write=("quarantine", "canary"),  # canary: deleted at start when the canary is off
     ),
     "dispatcher": Grant(
         rw=("snapshots", "queued:*", "hold:*", "slot:*", "counters", "metrics", "hb:dispatcher:*", CANARY),

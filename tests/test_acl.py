@@ -269,6 +269,8 @@ def test_each_user_is_refused_what_it_must_not_do(acl: AclRedis) -> None:
     assert refused(lambda: enqueue(acl, "ingestor"))
     assert refused(lambda: ingestor.get("rq:workers"))
     assert refused(lambda: ingestor.hgetall(KEYS.silences))
+    assert refused(lambda: ingestor.hgetall(KEYS.canary))  # the canary's record: delete only (canary off)
+    assert ingestor.delete(KEYS.canary) == 0
     assert ingestor.xadd(KEYS.snapshots, {"account": "A", "seq": "1", "observed_at": "1.0"})
     # the alerter: cannot enqueue a job nor read RQ
     assert refused(lambda: enqueue(acl, "alerter"))
