@@ -9,8 +9,10 @@ inhibited (decided by the alerter's own stages, :mod:`alerter.mute`), the dead l
 quarantined frames, the feeds (``Keys.feed``), the counters hash and the labelled metrics
 (``Keys.metrics``); then, in one more round trip, the newest snapshot of every account
 (``Keys.latest``: venue, totals, open positions) and the newest :data:`DEAD_SHOWN` dead letters.
-The silences pending and active come with the alerts' read (``Keys.silences``); the last
-canary arrival (``Keys.canary``: :class:`CanaryStatus`) takes one more round trip. Every view
+The silences pending and active come with the alerts' read (``Keys.silences``), the last
+canary arrival (``Keys.canary``: :class:`CanaryStatus`) and the last configuration reload
+(``Keys.reload``) with the counters'. The processes, groups and dead letters are read by
+``engine.health.read_health``, which the alerter's alerts about MonitorX use too. Every view
 (``monitorx status``, ``monitorx health``, ``monitorx alerts``, ``monitorx web``) is built on it
 and reads Redis no other way.
 
@@ -124,9 +126,10 @@ class CanaryStatus(Frozen):
         return self.age_s > STALE_AFTER * self.every
 
 
-def read_canary(r: redis.Redis, keys: Keys, now: float) -> CanaryStatus | None:
-    """The last canary arrival at ``now``; None when none was recorded (or it is unreadable)."""
-    trip = CanaryTrip.from_hash(r.hgetall(keys.canary))  # type: ignore[arg-type]
+def canary_from(fields: Mapping[str, str], now: float) -> CanaryStatus | None:
+    """The last canary arrival at ``now`` from ``Keys.canary``'s fields; None when none was
+    recorded (or it is unreadable)."""
+    trip = CanaryTrip.from_hash(fields)
     if trip is None or trip.arrived_at is None or trip.round_trip_s is None:
         return None
     fields = trip.model_dump(include={"seq", "sent_at", "arrived_at", "every", "worker"})
@@ -216,13 +219,14 @@ def read_status(r: redis.Redis, keys: Keys, config: Config, now: float) -> Statu
     pipe.zcard(queue.started_job_registry.key)
     pipe.zcard(queue.failed_job_registry.key)
     pipe.get(keys.reload)
+    pipe.hgetall(keys.canary)
     for key in feed_keys:
         pipe.hgetall(key)
     pipe.hgetall(keys.firing)
     read_mute(pipe, keys, rules)
     replies: list[Any] = pipe.execute()
-    quarantined, seen, counters, metrics, depth, started, failed, reload = replies[:8]
-    feeds, rest = replies[8 : 8 + len(feed_keys)], replies[8 + len(feed_keys) :]
+    quarantined, seen, counters, metrics, depth, started, failed, reload, canary = replies[:9]
+    feeds, rest = replies[9 : 9 + len(feed_keys)], replies[9 + len(feed_keys) :]
     alerts = firing_from(rest[0], mute_from(rest[1:], rules, now))
     accounts, dead_newest = _read_latest(r, keys, _accounts(seen, now, config.stale_after))
     records = {key.removeprefix(keys.feed("")): f for key, f in zip(feed_keys, feeds, strict=True)}
@@ -244,7 +248,7 @@ def read_status(r: redis.Redis, keys: Keys, config: Config, now: float) -> Statu
         feeds=_feeds(records, health.processes),
         counters={str(k): int(v) for k, v in counters.items() if str(v).lstrip("-").isdigit()},
         series=tuple(parse(metrics)),
-        canary=read_canary(r, keys, now),
+        canary=canary_from(canary, now),
         reload=_reload(reload),
     )
 
