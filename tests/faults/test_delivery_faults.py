@@ -43,6 +43,11 @@ def test_alerter_killed_after_slack_accepted_a_post_repeats_it_at_most_once(
     pipeline.start_simulator(*LOW_NOW)
     pipeline.start_core(workers=1)
     pipeline.wait(lambda: slack.in_flight == 1, 20, "the post in Slack's hands")
+    # the JSONL sink's own send and record done first (under load they may lag behind the post):
+    # the kill is then between Slack accepting and the alerter recording, on Slack alone
+    [on_jsonl] = pipeline.wait(lambda: pipeline.alerts(), 20, "the alert on the JSONL sink")
+    marker = KEYS.sent("jsonl", on_jsonl["id"])
+    pipeline.wait(lambda: pipeline.r.exists(marker), 20, "the JSONL send recorded")
     alerter = pipeline.alerter
     assert alerter is not None
     pipeline.expect_exit([alerter])
