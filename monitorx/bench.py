@@ -1,12 +1,18 @@
 """``monitorx bench``: two scenarios, each one run whose last printed line is one JSON object.
 
 ``--scenario saturating`` (the default): bare RQ against the full pipeline, same worker class
-and count.
-(a) ``rq_noop_jobs_per_s``: the MonitorX queue, job class and JSON serializer, with no-op jobs
-    pre-enqueued, drained by N burst workers: the ceiling RQ itself sets on this machine.
+and count, in ``--rounds`` rounds.
+(a) ``rq_noop_jobs_per_s``: the MonitorX queue, job class and JSON serializer, with ``--jobs``
+    no-op jobs pre-enqueued, drained by N burst workers: the ceiling RQ itself sets on this machine.
 (b) the pipeline: simulator (bench preset, all accounts of the legacy configuration) -> ingestor
     -> dispatcher -> N workers -> alerter (JSONL), every pair of the configuration enabled, with
-    low-balance thresholds set so every evaluation alerts (cooldown 0) to time frames to alerts.
+    low-balance thresholds set so every evaluation alerts (cooldown 0) to time frames to alerts;
+    ``--seconds`` measured.
+Each round measures (a) and (b) back to back on an emptied Redis, (b) first in every other round,
+and has its own ``ratio`` = (b) / (a). The host's speed moves within minutes (a fixed CPU loop
+took from 0.22 to 0.40 s, seconds apart, on the development machine), so a ratio is only
+meaningful between figures measured close together: the line printed is the round of median
+ratio, with every round's ratio, evaluations and no-op jobs per second beside it.
 
 ``--scenario quiet-desk``: CPU per frame of a quiet desk, MonitorX against the prototype's way.
 (a) the pipeline: simulator (quiet preset: 12 Binance accounts, still wallets, 5 Hz) ->
@@ -80,6 +86,12 @@ SCENARIOS: tuple[str, ...] = ("saturating", "quiet-desk")
 """``--scenario`` choices; the first is the default."""
 SATURATING_HZ = 20.0
 """Saturating scenario's default frame rate: enough to keep the workers saturated."""
+SATURATING_ROUNDS = 5
+"""Saturating scenario's default rounds (odd: the median is one of them)."""
+SATURATING_JOBS = 3000
+"""Saturating scenario's default no-op jobs per round (about 10 s of bare RQ here)."""
+SATURATING_SECONDS = 10.0
+"""Saturating scenario's default measured pipeline time per round."""
 
 QUIET_CONFIG = """
 version: 1
@@ -172,8 +184,9 @@ def _frame_to_alert(path: Path) -> list[float]:
     return [(rec["delivered_at"] - rec["observed_at"]) * 1000 for rec in map(json.loads, lines)]
 
 
-def pipeline(url: str, tmp: Path, args: argparse.Namespace, hz: float, noop: float) -> dict[str, Any]:
-    """The saturated pipeline's figures, against ``noop`` (bare RQ's no-op jobs per second)."""
+def pipeline(url: str, redis_pid: int, tmp: Path, args: argparse.Namespace, hz: float) -> dict[str, Any]:
+    """The saturated pipeline's figures; ``redis_pid``: the redis-server's, whose cores are
+    reported beside the pipeline's."""
     config = tmp / "bench.yaml"
     config.write_text(_bench_yaml(args.legacy))
     r = redis.Redis.from_url(url, decode_responses=True)
@@ -182,20 +195,21 @@ def pipeline(url: str, tmp: Path, args: argparse.Namespace, hz: float, noop: flo
     peak_rss = 0.0
     with running_pipeline(url, tmp, args, feed, env) as sup:
         _wait_for_counter(r, sup, COUNTER_EVALS, 50, 30)
-        evals0, t0, cpu0 = int(r.hget(COUNTERS, COUNTER_EVALS) or 0), time.perf_counter(), _cpu_by_role(sup)
+        c0, t0, cpu0 = r.hgetall(COUNTERS), time.perf_counter(), _cpu_by_role(sup, redis_pid)
         while time.perf_counter() - t0 < args.seconds:
             peak_rss = max(peak_rss, _rss_mb(sup))
             time.sleep(0.25)
-        evals1, t1, cpu1 = int(r.hget(COUNTERS, COUNTER_EVALS) or 0), time.perf_counter(), _cpu_by_role(sup)
+        c1, t1, cpu1 = r.hgetall(COUNTERS), time.perf_counter(), _cpu_by_role(sup, redis_pid)
     counters = r.hgetall(COUNTERS)
-    evals_per_s = (evals1 - evals0) / (t1 - t0)
+
+    def rate(name: str) -> float:
+        return (int(c1.get(name, 0)) - int(c0.get(name, 0))) / (t1 - t0)
+
+    evals_per_s = rate(COUNTER_EVALS)
     f2a, e2s = _frame_to_alert(tmp / "alerts.jsonl"), _job_delays(redis.Redis.from_url(url))
     return {
-        "workers": args.workers,
-        "worker_class": args.kind,
         "evals_per_s": round(evals_per_s, 1),
-        "rq_noop_jobs_per_s": round(noop, 1),
-        "ratio": round(evals_per_s / noop, 3),
+        "alerts_per_s": round(rate(COUNTER_ALERTS), 1),
         "frame_to_alert_p50_ms": round(statistics.median(f2a), 1) if f2a else None,
         "frame_to_alert_p99_ms": round(_pct(f2a, 0.99), 1) if f2a else None,
         "enqueue_to_start_p99_ms": round(_pct(e2s, 0.99), 1) if e2s else None,
@@ -206,9 +220,10 @@ def pipeline(url: str, tmp: Path, args: argparse.Namespace, hz: float, noop: flo
     }
 
 
-def _cpu_by_role(sup: Supervisor) -> dict[str, float]:
-    """CPU seconds so far of each child, the workers summed: how the cores were shared."""
-    cpu: dict[str, float] = {}
+def _cpu_by_role(sup: Supervisor, redis_pid: int) -> dict[str, float]:
+    """CPU seconds so far of each child, the workers summed, and of redis-server: how the cores
+    were shared."""
+    cpu: dict[str, float] = {"redis": _cpu_seconds(redis_pid)}
     for child in sup.children:
         role = "workers" if child.name.startswith("worker-") else child.name
         cpu[role] = cpu.get(role, 0.0) + _cpu_seconds(child.proc.pid)
@@ -257,8 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scenario", choices=SCENARIOS, default=SCENARIOS[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--class", dest="kind", choices=["simple", "fork"], default="simple")
-    parser.add_argument("--jobs", type=int, default=20000, help="no-op jobs for the bare-RQ baseline")
-    parser.add_argument("--seconds", type=float, default=20.0, help="measured pipeline time (saturating)")
+    saturating = parser.add_argument_group("saturating")
+    saturating.add_argument(
+        "--rounds", type=int, default=SATURATING_ROUNDS, help="rounds of bare RQ and pipeline"
+    )
+    saturating.add_argument(
+        "--jobs", type=int, default=SATURATING_JOBS, help="no-op jobs of the bare-RQ baseline, per round"
+    )
+    saturating.add_argument(
+        "--seconds", type=float, default=SATURATING_SECONDS, help="measured pipeline time, per round"
+    )
     parser.add_argument(
         "--hz",
         type=float,
@@ -283,19 +306,55 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def saturating(args: argparse.Namespace) -> dict[str, Any]:
-    """The default scenario's figures: bare RQ, then the saturated pipeline."""
+    """The default scenario's figures: ``args.rounds`` rounds of bare RQ and the saturated
+    pipeline; the round of median ratio, with every round's figures in brief."""
     hz = SATURATING_HZ if args.hz is None else args.hz
     with tempfile.TemporaryDirectory(prefix="monitorx-bench-") as tmpdir:
         tmp = Path(tmpdir)
         sup = Supervisor()
         try:
             url = start_redis(sup, tmp)
-            noop = bare_rq(url, args.workers, args.kind, args.jobs)
-            log.info("bare RQ: %.0f no-op jobs/s", noop)
-            redis.Redis.from_url(url).flushall()
-            return pipeline(url, tmp, args, hz, noop)
+            pid = sup.children[-1].proc.pid
+            rounds = [
+                one_round(url, pid, tmp / f"round-{n}", args, hz, n % 2 == 1) for n in range(args.rounds)
+            ]
         finally:
             sup.stop_all()
+    ratios = [r["ratio"] for r in rounds]
+    median = rounds[ratios.index(statistics.median_low(ratios))]
+    return {
+        **median,
+        "rounds": len(rounds),
+        "ratios": ratios,
+        "evals_per_s_by_round": [r["evals_per_s"] for r in rounds],
+        "rq_noop_jobs_per_s_by_round": [r["rq_noop_jobs_per_s"] for r in rounds],
+    }
+
+
+def one_round(
+    url: str, redis_pid: int, tmp: Path, args: argparse.Namespace, hz: float, pipeline_first: bool
+) -> dict[str, Any]:
+    """Bare RQ and the pipeline back to back (``pipeline_first``: in that order), each on an
+    emptied Redis; the pipeline's figures with the no-op rate and the ratio."""
+    tmp.mkdir()
+    figures: dict[str, Any] = {}
+    noop = 0.0
+    for part in ("pipeline", "bare") if pipeline_first else ("bare", "pipeline"):
+        redis.Redis.from_url(url).flushall()
+        if part == "bare":
+            noop = bare_rq(url, args.workers, args.kind, args.jobs)
+        else:
+            figures = pipeline(url, redis_pid, tmp, args, hz)
+    log.info("round: bare RQ %.0f no-op jobs/s, pipeline %.0f evaluations/s", noop, figures["evals_per_s"])
+    evals = figures.pop("evals_per_s")
+    return {
+        "workers": args.workers,
+        "worker_class": args.kind,
+        "evals_per_s": evals,
+        "rq_noop_jobs_per_s": round(noop, 1),
+        "ratio": round(evals / noop, 3),
+        **figures,
+    }
 
 
 # the quiet desk
