@@ -195,8 +195,12 @@ class Groups:
 
     def next_due(self) -> float | None:
         """When the earliest group is due, None when none is scheduled."""
-        first: Any = self.r.zrange(self.keys.groups, 0, 0, withscores=True)
-        return float(first[0][1]) if first else None
+        return due_of(self.read_next_due(self.r))
+
+    def read_next_due(self, client: Any) -> Any:
+        """Read the earliest group's due time on ``client`` (queued, on a pipeline): give the
+        reply to :func:`due_of`."""
+        return client.zrange(self.keys.groups, 0, 0, withscores=True)
 
     def claim_due(self, now: float, lease: float, count: int = 100, client: Any = None) -> Any:
         """Take up to ``count`` groups due at ``now`` for ``lease`` seconds each (their due time
@@ -224,6 +228,11 @@ class Groups:
         pairs = [x for f in fields if f in group.raw for x in (f, group.raw[f])]
         keys = [self.keys.group(group.key), self.keys.groups, self.keys.ref(group.key)]
         return run_script(self._forget, keys, [group.key, *pairs], client)
+
+
+def due_of(reply: Any) -> float | None:
+    """The due time in a :meth:`Groups.read_next_due` reply; None when no group is scheduled."""
+    return float(reply[0][1]) if reply else None
 
 
 def claimed(reply: Any) -> list[tuple[str, Group | None]]:

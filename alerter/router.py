@@ -17,13 +17,19 @@ receiver. Its arrival is recorded in ``Keys.canary`` (the newest of a batch) in 
 trip as its acknowledgement, then handed to ``on_canary`` (the dead-man's switch pinger, which
 pings from its own thread: routing never waits for it).
 
-Then it flushes the groups that are due: it takes each with a lease, drops events muted now
+In the same round trip (one pipeline, which Redis applies in order) it takes the groups due now,
+each with a lease, and reads when the earliest group is due next: the longest the next step waits
+for new alerts. Then it flushes the groups it took: drops events muted now
 (inhibit, then silence stage), and when the receiver has something new (dedup stage), or a
 repeat is due, puts one notice ``group`` on the receiver's ``notify`` stream, unless one is
 already waiting there. The notice carries no content: the delivery loop reads the group when it
 sends, so changes made while a receiver waits (``Retry-After``, pacing) merge into one message.
 It then schedules the group's next look: when a silence muting it ends, every
 ``max(group_interval, RECHECK)`` while something is muted (inhibition lifts), and at the repeat.
+
+Round trips per step: the read; one to route, take the groups due and read the next due time; when
+a group was taken, one for what mutes it and what its receiver has been told, and one for the
+flush (with the next due time read again).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import redis
 from pydantic import ValidationError
 
 from alerter.dedup import muted_events, new_events, visible
-from alerter.groups import Group, Groups, claimed, member_prints, read_alert, settled_fields
+from alerter.groups import Group, Groups, claimed, due_of, member_prints, read_alert, settled_fields
 from alerter.inhibit import Rule
 from alerter.mute import Mute, mute_from, read_mute
 from alerter.route import Labels, Route, group_key, group_labels, match_routes
@@ -85,6 +91,8 @@ class Router:
     _steps: int = 0
     _reclaim_at: float = 0.0
     """time.monotonic() before which no XAUTOCLAIM is tried."""
+    _next_due: float | None = 0.0
+    """When the earliest group is due, as read at the end of the last step (None: no group)."""
     groups: Groups = field(init=False)
 
     def __post_init__(self) -> None:
@@ -96,7 +104,7 @@ class Router:
         stream from being trimmed, and the router reads every entry they held (the markers
         keep what was delivered from being sent again)."""
         ensure_group(self.r, self.keys.alerts, K.ROUTE_GROUP)
-        self._reclaim_at = 0.0
+        self._reclaim_at, self._next_due = 0.0, 0.0
         groups: Any = self.r.xinfo_groups(self.keys.alerts)
         for group in groups:
             name = str(group["name"])
@@ -107,12 +115,21 @@ class Router:
         return self
 
     def step(self) -> int:
-        """Route a batch of alerts, then flush the groups due. Returns entries + notices."""
+        """Route a batch of alerts and take the groups due, then flush them. Returns entries +
+        notices."""
         self._steps += 1
         if self._steps % TRIM_EVERY == 0:
             safe_trim(self.r, self.keys.alerts, ALERTS_MAXLEN)
-        routed = self._route_all(self._read())
-        return routed + self.flush_due()
+        entries = self._read()
+        pipe, now = self.r.pipeline(transaction=False), self.clock()
+        arrived = self._route_all(pipe, entries, now)
+        self.groups.claim_due(now, LEASE, client=pipe)
+        self.groups.read_next_due(pipe)
+        *_, taken, due = pipe.execute()
+        self._next_due = due_of(due)
+        for trip in arrived:
+            self.on_canary(trip)
+        return len(entries) + self.flush_due(claimed(taken), now)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -136,11 +153,10 @@ class Router:
         return [(str(i), dict(f or {})) for i, f in reply[1]]
 
     def _block_ms(self) -> int:
-        """Wait for new alerts no longer than until the next group is due."""
-        due = self.groups.next_due()
-        if due is None:
+        """Wait for new alerts no longer than until the next group is due (as last read)."""
+        if self._next_due is None:
             return self.block_ms
-        return max(1, min(self.block_ms, int((due - self.clock()) * 1000)))
+        return max(1, min(self.block_ms, int((self._next_due - self.clock()) * 1000)))
 
     def _xread(self, cursor: str, block_ms: int | None = None) -> list[Entry]:
         streams: dict[Any, Any] = {self.keys.alerts: cursor}
@@ -151,21 +167,18 @@ class Router:
 
     # -- routing ---------------------------------------------------------------------------------
 
-    def _route_all(self, entries: list[Entry]) -> int:
-        """Record, route and group a batch of alerts, acknowledged, in one round trip (two when
-        it holds resolutions: the labels of the alerts they end are read first)."""
+    def _route_all(self, pipe: Any, entries: list[Entry], now: float) -> list[CanaryTrip]:
+        """Queue on ``pipe`` the record, routing, grouping and acknowledgement of a batch of
+        alerts (when it holds resolutions, the labels of the alerts they end are read first, in a
+        round trip of their own). Returns the canaries among them, arrived ``now``."""
         alerts = [(entry_id, fields, self._parse(entry_id, fields)) for entry_id, fields in entries]
         ended = self._fired_labels([a for _, _, a in alerts if a is not None and a.state == "resolved"])
-        pipe, now = self.r.pipeline(transaction=False), self.clock()
         arrived = self._canaries(pipe, entries, now)
         for entry_id, fields, alert in alerts:
             if alert is not None:
                 self._route(pipe, alert, fields.get("replay"), ended, now)
             pipe.xack(self.keys.alerts, K.ROUTE_GROUP, entry_id)
-        pipe.execute()
-        for trip in arrived:
-            self.on_canary(trip)
-        return len(entries)
+        return arrived
 
     def _canaries(self, pipe: Any, entries: list[Entry], now: float) -> list[CanaryTrip]:
         """The canaries among ``entries``, arrived ``now``; the newest sent is recorded in
@@ -230,11 +243,9 @@ class Router:
 
     # -- flushing --------------------------------------------------------------------------------
 
-    def flush_due(self) -> int:
-        """Flush every group due now (claimed with a lease, read in the same round trip); returns
-        the notices queued. Three round trips when some group is due, one when none is."""
-        now = self.clock()
-        found = claimed(self.groups.claim_due(now, LEASE))
+    def flush_due(self, found: list[tuple[str, Group | None]], now: float) -> int:
+        """Flush the groups taken (``found``: :func:`alerter.groups.claimed`); returns the
+        notices queued. Two round trips when a group was taken, none otherwise."""
         if not found:
             return 0
         groups = [g for _, g in found if g is not None]
@@ -251,7 +262,8 @@ class Router:
         told = {pair for pair, marker in zip(ids, replies[-1], strict=False) if marker is not None}
         pipe = self.r.pipeline(transaction=False)
         queued = sum(self.flush(pipe, key, group, mute, told) for key, group in found)
-        pipe.execute()
+        self.groups.read_next_due(pipe)
+        self._next_due = due_of(pipe.execute()[-1])
         return queued
 
     def flush(self, pipe: Any, key: str, group: Group | None, mute: Mute, told: set[tuple[str, str]]) -> bool:
