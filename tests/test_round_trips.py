@@ -1,0 +1,72 @@
+"""The alerter's round-trip budget, one alert at a time (the legacy default route: each alert its
+own message at once). Round trips, not time, are what a test can hold steady: each one costs
+both processes CPU and the pipeline's workers latency on a shared machine (README, Performance).
+Counted at the client's socket, against the real redis-server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_lib
+
+from alerter.receivers import JsonlReceiver
+from tests.test_alerter import make_alert, make_alerter, publish
+
+
+class CountingConnection(redis_lib.Connection):
+    """A real connection that counts what it sends: one call per round trip (a pipeline sends
+    all its commands at once)."""
+
+    sent = 0
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        type(self).sent += 1
+        super().send_packed_command(command, check_health)
+
+
+@pytest.fixture
+def counted(redis_url: str) -> Iterator[redis_lib.Redis]:
+    pool = redis_lib.ConnectionPool.from_url(
+        redis_url, connection_class=CountingConnection, decode_responses=True
+    )
+    client = redis_lib.Redis(connection_pool=pool)
+    yield client
+    client.close()
+
+
+def started(r: redis_lib.Redis, path: Path) -> Any:
+    """An alerter past its start (own pending entries read, the first scans for entries of dead
+    replicas done); the next scans are a minute away, out of the steps counted."""
+    alerter = make_alerter(r, [JsonlReceiver(path, "jsonl", group_key=False)], retry_idle_ms=120_000)
+    for n in range(3):
+        publish(r, make_alert(100 + n))
+        alerter.step()
+    return alerter
+
+
+def round_trips(step: Any) -> int:
+    before = CountingConnection.sent
+    step()
+    return CountingConnection.sent - before
+
+
+def test_one_alert_costs_the_router_four_round_trips_and_its_delivery_four(
+    counted: redis_lib.Redis, tmp_path: Path
+) -> None:
+    alerter = started(counted, tmp_path / "out.jsonl")
+    delivery = alerter.deliveries[0]
+    publish(counted, make_alert(1))
+    # read; route + take the due groups + next due; mute + told; flush + next due
+    assert round_trips(alerter.router.step) == 4
+    # read the notice; the group, its ref and the silences; tell; send's record and ack
+    assert round_trips(delivery.step) == 4
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and '"alert-0001"' in lines[-1]
+
+
+def test_an_idle_router_step_costs_two_round_trips(counted: redis_lib.Redis, tmp_path: Path) -> None:
+    alerter = started(counted, tmp_path / "out.jsonl")
+    assert round_trips(alerter.router.step) == 2  # the read (it waits), take + next due
