@@ -3,6 +3,10 @@ alerter reads the health of the system (``engine.health.read_health``) and, for 
 the kinds in :data:`ALERTED` (no ingestor, dispatcher or worker running; a consumer group lagging;
 dead letters waiting), writes a firing alert when it starts and a resolved one when it ends.
 
+A finding starts only when two consecutive looks see it (Prometheus's ``for``, one period long):
+an orderly stop of the whole stack, which deletes the heartbeats a few seconds before the alerter
+stops, or a process restarting, raises nothing. An end is written at the first look without it.
+
 The state lives in Redis (``Keys.health``: one field per finding, ``{check}|{key}``, holding when
 it started and the finding), claimed atomically (``WATCH`` of the hash, then one ``MULTI`` that
 writes the field and the alert), so several alerter replicas write each start and each end once,
@@ -49,6 +53,8 @@ class SelfCheck:
     limits: Limits = field(default_factory=lambda: Limits(roles=WATCHED))
     started_at: float = 0.0
     _next: float = 0.0
+    _waiting: set[str] = field(default_factory=set)
+    """The findings not firing that the last look saw: this look starts those it sees again."""
 
     def __post_init__(self) -> None:
         self.started_at = self.started_at or self.clock()
@@ -67,10 +73,13 @@ class SelfCheck:
         return self.look(now)
 
     def look(self, now: float) -> int:
-        """Read the health, start the new findings, end the ones gone; alerts written."""
+        """Read the health, start the findings the last look saw too, end the ones gone; alerts
+        written."""
         found = {_field(f): f for f in self.current(now)}
         known = {str(name) for name in self.r.hkeys(self.keys.health)}
-        started = sum(self._start(name, f, now) for name, f in found.items() if name not in known)
+        waiting = {name for name in found if name not in known}
+        started = sum(self._start(name, found[name], now) for name in sorted(waiting & self._waiting))
+        self._waiting = waiting
         ended = sum(self._end(name, now) for name in known if name not in found)
         return started + ended
 

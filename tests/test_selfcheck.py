@@ -116,8 +116,10 @@ def test_a_finding_fires_once_and_resolves_once(r: redis_lib.Redis) -> None:
     check = after_grace(r, clock)
     all_roles(r, clock)
     r.delete(KEYS.heartbeat("worker", "worker-1"))
-    assert check.look(clock.now) == 1
-    assert check.look(clock.now + 1) == 0  # still missing: nothing new
+    assert check.look(clock.now) == 0  # seen once: it must last one period
+    assert emitted(r) == []
+    assert check.look(clock.now + 1) == 1
+    assert check.look(clock.now + 2) == 0  # still missing: nothing new
     (fired,) = emitted(r)
     assert (fired.check, fired.state, fired.account, fired.keys) == (
         "process_missing",
@@ -127,7 +129,7 @@ def test_a_finding_fires_once_and_resolves_once(r: redis_lib.Redis) -> None:
     )
     assert fired.title == "MonitorX: no worker running (no fresh heartbeat)"
     beat(r, clock, "worker")
-    assert check.look(clock.now + 2) == 1
+    assert check.look(clock.now + 3) == 1
     resolved = emitted(r)[-1]
     assert (resolved.state, resolved.fingerprint) == ("resolved", fired.fingerprint)
     assert r.hlen(KEYS.health) == 0
@@ -139,17 +141,33 @@ def test_replicas_and_a_restart_write_each_event_once(r: redis_lib.Redis) -> Non
     all_roles(r, clock)
     first, second = after_grace(r, clock), after_grace(r, clock)
     all_roles(r, clock)
-    assert first.look(clock.now) + second.look(clock.now) == 1
+    assert first.look(clock.now) + second.look(clock.now) == 0
+    assert first.look(clock.now + 1) + second.look(clock.now + 1) == 1
     restarted = after_grace(r, clock)
     all_roles(r, clock)
-    assert restarted.look(clock.now) == 0  # the state is in Redis, not in the process
+    assert restarted.look(clock.now + 1) == 0  # the state is in Redis, not in the process
     r.delete(KEYS.dead)
-    assert first.look(clock.now) + second.look(clock.now) == 1
+    assert first.look(clock.now + 2) + second.look(clock.now + 2) == 1
     assert [(a.check, a.state) for a in emitted(r)] == [
         ("dead_letters", "firing"),
         ("dead_letters", "resolved"),
     ]
     assert len({a.id for a in emitted(r)}) == 2
+
+
+def test_a_finding_gone_by_the_next_look_raises_nothing(r: redis_lib.Redis) -> None:
+    """An orderly stop of the whole stack: the processes delete their heartbeats a few seconds
+    before the alerter stops; a process restarting within a period likewise."""
+    clock = Clock()
+    check = after_grace(r, clock)
+    all_roles(r, clock)
+    r.delete(KEYS.heartbeat("ingestor", "ingestor-1"))
+    assert check.look(clock.now) == 0
+    beat(r, clock, "ingestor", {"feeds": {"galio": {"state": "up"}}})
+    assert check.look(clock.now + 1) == 0
+    r.delete(KEYS.heartbeat("ingestor", "ingestor-1"))
+    assert check.look(clock.now + 2) == 0  # seen again, but not at two looks in a row
+    assert emitted(r) == [] and r.hlen(KEYS.health) == 0
 
 
 def test_step_waits_until_due_then_looks(r: redis_lib.Redis) -> None:
@@ -174,7 +192,7 @@ def test_the_router_delivers_a_self_alert_like_any_other(
     check = after_grace(r, clock)
     all_roles(r, clock)
     r.delete(KEYS.heartbeat("dispatcher", "dispatcher-1"))
-    assert check.look(clock.now) == 1
+    assert check.look(clock.now) + check.look(clock.now + 1) == 1
     deadline = time.monotonic() + 20
     while not (jsonl.exists() and jsonl.read_text()) and time.monotonic() < deadline:
         alerter.step()
