@@ -6,6 +6,7 @@ Counted at the client's socket, against the real redis-server."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,24 +17,34 @@ from alerter.receivers import JsonlReceiver
 from tests.test_alerter import make_alert, make_alerter, publish
 
 
-class CountingConnection(redis_lib.Connection):
-    """A real connection that counts what it sends: one call per round trip (a pipeline sends
-    all its commands at once)."""
+@dataclass
+class Counted:
+    """A client on real connections that count what they send: one send per round trip (a
+    pipeline sends all its commands at once). The count is this test's alone."""
 
-    sent = 0
+    client: redis_lib.Redis
+    sends: list[int]
 
-    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        type(self).sent += 1
-        super().send_packed_command(command, check_health)
+    def round_trips(self, step: Any) -> int:
+        before = len(self.sends)
+        step()
+        return len(self.sends) - before
 
 
 @pytest.fixture
-def counted(redis_url: str) -> Iterator[redis_lib.Redis]:
+def counted(redis_url: str) -> Iterator[Counted]:
+    sends: list[int] = []
+
+    class CountingConnection(redis_lib.Connection):
+        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            sends.append(1)
+            super().send_packed_command(command, check_health)
+
     pool = redis_lib.ConnectionPool.from_url(
         redis_url, connection_class=CountingConnection, decode_responses=True
     )
     client = redis_lib.Redis(connection_pool=pool)
-    yield client
+    yield Counted(client, sends)
     client.close()
 
 
@@ -47,26 +58,20 @@ def started(r: redis_lib.Redis, path: Path) -> Any:
     return alerter
 
 
-def round_trips(step: Any) -> int:
-    before = CountingConnection.sent
-    step()
-    return CountingConnection.sent - before
-
-
 def test_one_alert_costs_the_router_four_round_trips_and_its_delivery_four(
-    counted: redis_lib.Redis, tmp_path: Path
+    counted: Counted, tmp_path: Path
 ) -> None:
-    alerter = started(counted, tmp_path / "out.jsonl")
+    alerter = started(counted.client, tmp_path / "out.jsonl")
     delivery = alerter.deliveries[0]
-    publish(counted, make_alert(1))
+    publish(counted.client, make_alert(1))
     # read; route + take the due groups + next due; mute + told; flush + next due
-    assert round_trips(alerter.router.step) == 4
+    assert counted.round_trips(alerter.router.step) == 4
     # read the notice; the group, its ref and the silences; tell; send's record and ack
-    assert round_trips(delivery.step) == 4
+    assert counted.round_trips(delivery.step) == 4
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert len(lines) == 4 and '"alert-0001"' in lines[-1]
 
 
-def test_an_idle_router_step_costs_two_round_trips(counted: redis_lib.Redis, tmp_path: Path) -> None:
-    alerter = started(counted, tmp_path / "out.jsonl")
-    assert round_trips(alerter.router.step) == 2  # the read (it waits), take + next due
+def test_an_idle_router_step_costs_two_round_trips(counted: Counted, tmp_path: Path) -> None:
+    alerter = started(counted.client, tmp_path / "out.jsonl")
+    assert counted.round_trips(alerter.router.step) == 2  # the read (it waits), take + next due
