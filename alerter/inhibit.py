@@ -72,6 +72,12 @@ def _equal(names: Iterable[str], a: Labels, b: Labels) -> bool:
     return all(a.get(n, "") == b.get(n, "") for n in names)
 
 
+def can_inhibit(labels: Labels, rules: Iterable[Rule]) -> bool:
+    """Whether an alert with ``labels`` matches the source side of some rule: only such firing
+    alerts are looked at as sources (``alerter.mute``'s index, ``Keys.inhibitors``)."""
+    return any(matches_all(rule.source, labels) for rule in rules)
+
+
 def inhibited(labels: Labels, firing_sources: Sequence[Labels], rules: Iterable[Rule]) -> bool:
     """Whether an alert with ``labels`` is inhibited now (see :func:`inhibitor`)."""
     return inhibitor(labels, firing_sources, rules) is not None

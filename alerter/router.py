@@ -6,7 +6,8 @@ Each step reads a batch of the alerts stream through the consumer group ``alert:
 pending entries first after a start, then those idle ``claim_idle_ms`` of a dead replica, then new
 ones), and for each alert, in one go:
 
-1. records what fires (``Keys.firing``: a firing alert per fingerprint, removed when resolved);
+1. records what fires (``Keys.firing``: a firing alert per fingerprint, removed when resolved,
+   and its index of the alerts that can inhibit, ``Keys.inhibitors``: ``alerter.mute``);
 2. routes it by its labels (``alerter.route``): a resolution is routed by the labels of the
    firing alert it ends, as Alertmanager's alerts keep their labels when they resolve;
 3. adds it to the group of each route that takes it (``alerter.groups``), then acknowledges the
@@ -46,7 +47,7 @@ from pydantic import ValidationError
 from alerter.dedup import muted_events, new_events, visible
 from alerter.groups import Group, Groups, claimed, due_of, member_prints, read_alert, settled_fields
 from alerter.inhibit import Rule
-from alerter.mute import Mute, mute_from, read_mute
+from alerter.mute import Mute, index_inhibitor, mute_from, read_mute, rebuild_inhibitors
 from alerter.route import Labels, Route, group_key, group_labels, match_routes
 from shared import keys as K
 from shared.canary import CANARY_FIELD, CanaryTrip
@@ -104,6 +105,7 @@ class Router:
         stream from being trimmed, and the router reads every entry they held (the markers
         keep what was delivered from being sent again)."""
         ensure_group(self.r, self.keys.alerts, K.ROUTE_GROUP)
+        rebuild_inhibitors(self.r, self.keys, self.rules)  # for this router's rules
         self._reclaim_at, self._next_due = 0.0, 0.0
         groups: Any = self.r.xinfo_groups(self.keys.alerts)
         for group in groups:
@@ -237,8 +239,10 @@ class Router:
         learns the labels of alerts firing in this batch, for resolutions later in it."""
         if alert.state == "resolved":
             pipe.hdel(self.keys.firing, *prints)
+            index_inhibitor(pipe, self.keys, self.rules, None, prints)
         elif alert.keys:
             pipe.hset(self.keys.firing, mapping=dict.fromkeys(prints, alert.model_dump_json()))
+            index_inhibitor(pipe, self.keys, self.rules, alert.labels, prints)
             ended.update(dict.fromkeys(prints, alert.labels))
 
     # -- flushing --------------------------------------------------------------------------------

@@ -121,8 +121,9 @@ GRANTS: dict[str, Grant] = {
     ),
     "alerter": Grant(
         rw=(
-            *("alerts", "notify:*", "group:*", "groups", "firing", "ref:*", "pace:*", "inflight:*"),
-            *("sent:*", "attempts:*", "dead", "health", "counters", "metrics", "hb:alerter:*", CANARY),
+            *("alerts", "notify:*", "group:*", "groups", "firing", "inhibitors", "ref:*", "pace:*"),
+            *("inflight:*", "sent:*", "attempts:*", "dead", "health", "counters", "metrics", "hb:alerter:*"),
+            CANARY,
         ),
         read=("silences", "snapshots", HEARTBEATS),
         write=("sendlog",),

@@ -30,7 +30,7 @@ from pydantic import Field, ValidationError, computed_field
 
 from alerter.groups import read_alert
 from alerter.inhibit import Rule, compile_rules
-from alerter.mute import Mute, mute_from, parse_alerts, read_mute
+from alerter.mute import mute_of, parse_alerts
 from engine.health import (
     Frozen,
     GroupLag,
@@ -223,11 +223,11 @@ def read_status(r: redis.Redis, keys: Keys, config: Config, now: float) -> Statu
     for key in feed_keys:
         pipe.hgetall(key)
     pipe.hgetall(keys.firing)
-    read_mute(pipe, keys, rules)
+    pipe.hgetall(keys.silences)
     replies: list[Any] = pipe.execute()
     quarantined, seen, counters, metrics, depth, started, failed, reload, canary = replies[:9]
     feeds, rest = replies[9 : 9 + len(feed_keys)], replies[9 + len(feed_keys) :]
-    alerts = firing_from(rest[0], mute_from(rest[1:], rules, now))
+    alerts = firing_from(rest[0], rest[1], rules, now)
     accounts, dead_newest = _read_latest(r, keys, _accounts(seen, now, config.stale_after))
     records = {key.removeprefix(keys.feed("")): f for key, f in zip(feed_keys, feeds, strict=True)}
     return Status(
@@ -257,15 +257,18 @@ def firing_now(r: redis.Redis, keys: Keys, rules: tuple[Rule, ...], now: float) 
     """The alerts firing now with their mute reason, in one round trip (see :func:`firing_from`)."""
     pipe = r.pipeline(transaction=False)
     pipe.hgetall(keys.firing)
-    read_mute(pipe, keys, rules)
-    replies = pipe.execute()
-    return firing_from(replies[0], mute_from(replies[1:], rules, now))
+    pipe.hgetall(keys.silences)
+    firing, silences = pipe.execute()
+    return firing_from(firing, silences, rules, now)
 
 
-def firing_from(firing: Mapping[str, str], mute: Mute) -> list[FiringAlert]:
+def firing_from(
+    firing: Mapping[str, str], silences: Mapping[str, str], rules: tuple[Rule, ...], now: float
+) -> list[FiringAlert]:
     """The alerts of a ``Keys.firing`` reply, each once (by id), by account, check and id, with
-    ``mute.reason``."""
+    why each is muted (``alerter.mute.Mute.reason``: every alert firing is a possible source)."""
     unique = {a.id: a for a in parse_alerts(firing.values())}
+    mute = mute_of(silences, [a.labels for a in unique.values()], rules, now)
     ordered = sorted(unique.values(), key=lambda a: (a.account, a.check, a.id))
     return [FiringAlert(alert=a, muted=mute.reason(a)) for a in ordered]
 

@@ -61,6 +61,10 @@ Plain keys
     ``{p}firing``            hash fingerprint -> Alert JSON of its latest firing event: what fires
                              now. Written by the alerter's router (HDEL on resolution), read by its
                              inhibition stage and ``monitorx alerts``.
+    ``{p}inhibitors``        hash fingerprint -> labels JSON of each firing alert that matches the
+                             source side of an inhibit rule: the index of ``{p}firing`` the
+                             inhibit stage reads (alerter.mute). Written by the router with
+                             ``{p}firing``, rebuilt from it at the router's start.
     ``{p}group:{key}``       hash, one notification group (alerter.groups): ``receiver``,
                              ``labels``, ``timers``, ``created_at``, ``version``, ``flushed``,
                              ``sent_at`` and one field ``m:{fingerprint}`` per member (Alert
@@ -232,6 +236,10 @@ class Keys:
     @property
     def firing(self) -> str:
         return f"{self.prefix}firing"
+
+    @property
+    def inhibitors(self) -> str:
+        return f"{self.prefix}inhibitors"
 
     def group(self, key: str) -> str:
         return f"{self.prefix}group:{key}"

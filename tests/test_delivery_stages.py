@@ -196,6 +196,20 @@ def test_stale_data_inhibits_the_accounts_other_alerts_until_it_resolves(
     assert ("delta", "OKX-B-SWAP") in told
 
 
+def test_an_alerter_started_over_what_an_older_one_recorded_still_inhibits(
+    r: redis_lib.Redis, tmp_path: Path, clock: Clock
+) -> None:
+    stale = alert("OKX-B-SWAP", check="stale_data")
+    r.hset(KEYS.firing, stale.fingerprint, stale.model_dump_json())  # firing, and no index yet
+    alerter = setup(r, tmp_path, clock)  # default inhibit rule: stale data mutes the account
+    assert r.hkeys(KEYS.inhibitors) == [stale.fingerprint]
+    publish(r, alert("OKX-B-SWAP", at=T0 + 1), alert("OKX-C-SWAP", at=T0 + 1))
+    steps(alerter)
+    clock.now += 3
+    steps(alerter)
+    assert [x["account"] for x in lines(tmp_path / "desk.jsonl")] == ["OKX-C-SWAP"]
+
+
 def test_a_route_repeat_sends_what_still_fires_again(
     r: redis_lib.Redis, tmp_path: Path, clock: Clock
 ) -> None:

@@ -6,12 +6,13 @@ import redis as redis_lib
 
 from alerter.dedup import new_events, notifications, visible
 from alerter.groups import Groups, claimed, member_prints, settled_fields
-from alerter.inhibit import compile_rules
-from alerter.mute import Mute, load_mute
+from alerter.inhibit import Rule, compile_rules
+from alerter.mute import Mute, index_inhibitor, load_mute, rebuild_inhibitors
 from alerter.pace import Pacer
 from alerter.route import RouteMatch
-from shared.config import DEFAULT_INHIBIT_RULES
+from shared.config import DEFAULT_INHIBIT_RULES, InhibitRule
 from shared.keys import Keys
+from shared.models import Alert
 from shared.silences import SilenceStore
 from tests.test_delivery_stages import T0, alert
 
@@ -79,16 +80,52 @@ def test_a_channel_takes_one_message_per_interval_and_a_hold_is_never_shortened(
     assert pacer.take("", T0) == 0.0  # "" is never paced
 
 
+def fires(r: redis_lib.Redis, rules: tuple[Rule, ...], *alerts: Alert) -> None:
+    """Record ``alerts`` as firing, as the router does: ``Keys.firing`` and its index."""
+    pipe = r.pipeline(transaction=False)
+    for a in alerts:
+        pipe.hset(KEYS.firing, mapping=dict.fromkeys(member_prints(a), a.model_dump_json()))
+        index_inhibitor(pipe, KEYS, rules, a.labels, member_prints(a))
+    pipe.execute()
+
+
 def test_mute_says_which_alert_inhibits_and_which_silence_silences(r: redis_lib.Redis) -> None:
     stale, delta = alert("OKX-B-SWAP", check="stale_data"), alert("OKX-B-SWAP")
-    r.hset(KEYS.firing, member_prints(stale)[0], stale.model_dump_json())
     rules = compile_rules(DEFAULT_INHIBIT_RULES)
+    fires(r, rules, stale)
     assert load_mute(r, KEYS, rules, T0).reason(delta) == "inhibited by stale_data on OKX-B-SWAP"
     assert load_mute(r, KEYS, rules, T0).reason(stale) is None
     silence = SilenceStore(r, KEYS).add(['check="stale_data"'], 60, "known", "ops", T0, 3600)
     mute = load_mute(r, KEYS, rules, T0)
     assert mute.reason(stale) == f"silenced by {silence.id} (known)"
     assert mute.silence_ends([stale]) == T0 + 60 and mute.silence_ends([delta]) is None
+
+
+def test_only_the_alerts_that_can_inhibit_are_indexed_and_read(r: redis_lib.Redis) -> None:
+    rules = compile_rules(DEFAULT_INHIBIT_RULES)
+    stale = alert("OKX-B-SWAP", check="stale_data")
+    others = [alert(f"OKX-{n}-SWAP") for n in range(50)]
+    fires(r, rules, stale, *others)
+    assert r.hlen(KEYS.firing) == 51
+    assert r.hkeys(KEYS.inhibitors) == member_prints(stale)  # what a flush reads: 1 of 51
+    assert load_mute(r, KEYS, rules, T0).sources == (stale.labels,)
+    pipe = r.pipeline(transaction=False)
+    index_inhibitor(pipe, KEYS, rules, None, member_prints(stale))  # it resolved
+    pipe.execute()
+    assert r.hlen(KEYS.inhibitors) == 0
+    assert load_mute(r, KEYS, rules, T0).reason(others[0]) is None
+
+
+def test_the_index_is_rebuilt_from_what_fires_for_the_rules_given(r: redis_lib.Redis) -> None:
+    stale, delta = alert("OKX-B-SWAP", check="stale_data"), alert("OKX-B-SWAP")
+    fires(r, (), stale, delta)  # no rules (or an alerter without the index): nothing indexed
+    assert r.exists(KEYS.inhibitors) == 0
+    rules = compile_rules(DEFAULT_INHIBIT_RULES)
+    rebuild_inhibitors(r, KEYS, rules)
+    assert load_mute(r, KEYS, rules, T0).reason(delta) == "inhibited by stale_data on OKX-B-SWAP"
+    on_delta = compile_rules([InhibitRule(source_matchers=('check="delta"',), target_matchers=('check="x"',))])
+    rebuild_inhibitors(r, KEYS, on_delta)  # other rules: other sources, the old ones gone
+    assert r.hkeys(KEYS.inhibitors) == member_prints(delta)
 
 
 def test_each_alert_alone_is_one_notification_per_event_in_order(r: redis_lib.Redis) -> None:
