@@ -34,6 +34,14 @@ from shared.settings import AlertSettings
 
 log = logging.getLogger(__name__)
 
+BATCH_WINDOW = 0.05
+"""Seconds: the router and each delivery loop, after a step that handled something, start the
+next one no sooner than this after it began (``shared.redisio.ride_out``), so under load alerts
+and notices are taken in batches, with one set of round trips and one wake-up per batch instead
+of per alert; an alert reaching an idle alerter is handled at once. In the saturating bench (an
+alert for every fourth evaluation, two workers on two cores) the alerter woke for every alert,
+and its wake-ups cost the workers 10-20% of their evaluations."""
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -172,10 +180,10 @@ def _waiting(groups: Any) -> int:
     return 0
 
 
-def _loop(target: Any, stopper: Stopper, name: str) -> None:
+def _loop(target: Any, stopper: Stopper, name: str, batch_window: float = 0.0) -> None:
     """Step until stopped, riding out Redis outages of any length (``shared.redisio.ride_out``):
     after every Redis error ``start()`` again (a Redis that came back empty gets its groups)."""
-    ride_out(target, stopper, Outage(name))
+    ride_out(target, stopper, Outage(name), batch_window)
 
 
 def run(
@@ -186,7 +194,9 @@ def run(
     stop together on SIGTERM/SIGINT, each after its entry. With a ``beater``, the router's loop
     writes the heartbeat (:class:`Beating`); it is deleted once every loop has stopped."""
     threads = [
-        threading.Thread(target=_loop, args=(d, stopper, f"alerter {d.receiver.name}"), name=d.receiver.name)
+        threading.Thread(
+            target=_loop, args=(d, stopper, f"alerter {d.receiver.name}", BATCH_WINDOW), name=d.receiver.name
+        )
         for d in alerter.deliveries
     ]
     if selfcheck is not None:
@@ -196,7 +206,7 @@ def run(
         thread.start()
     receivers = [d.receiver.name for d in alerter.deliveries]
     router = alerter.router if beater is None else Beating(alerter.router, beater, receivers)
-    _loop(router, stopper, "alerter router")
+    _loop(router, stopper, "alerter router", BATCH_WINDOW)
     for thread in threads:
         thread.join()
     if beater is not None:

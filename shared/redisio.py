@@ -84,23 +84,31 @@ class Service(Protocol):
     def step(self) -> object: ...
 
 
-def ride_out(service: Service, stopper: Stopper, outage: Outage) -> None:
+def ride_out(service: Service, stopper: Stopper, outage: Outage, batch_window: float = 0.0) -> None:
     """``while not stopping: step()``, riding out Redis outages of any length: after a Redis error
     (connection refused or lost, timeout, a group missing because Redis came back empty) it waits
     :meth:`Outage.failed`'s delay, then calls ``start()`` again before the next step, so consumer
-    groups are recreated; a Redis error never ends the loop."""
+    groups are recreated; a Redis error never ends the loop.
+
+    ``batch_window`` (seconds): after a step that did some work (``step()`` returned a true
+    value), the next one starts no sooner than this long after that one began, so work arriving
+    meanwhile is taken as one batch; a step that found nothing to do is followed at once (its
+    own blocking read is the wait), and a stop request ends the wait."""
     ready = False
     while not stopper.is_set():
+        began = time.monotonic()
         try:
             if not ready:
                 service.start()
                 ready = True
-            service.step()
+            done = service.step()
         except redis.RedisError as exc:
             ready = False
             stopper.wait(outage.failed(exc))
             continue
         outage.succeeded()
+        if done and batch_window > 0:
+            stopper.wait(max(0.0, began + batch_window - time.monotonic()))
 
 
 def ensure_group(r: redis.Redis, stream: str, group: str) -> None:

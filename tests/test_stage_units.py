@@ -123,7 +123,8 @@ def test_the_index_is_rebuilt_from_what_fires_for_the_rules_given(r: redis_lib.R
     rules = compile_rules(DEFAULT_INHIBIT_RULES)
     rebuild_inhibitors(r, KEYS, rules)
     assert load_mute(r, KEYS, rules, T0).reason(delta) == "inhibited by stale_data on OKX-B-SWAP"
-    on_delta = compile_rules([InhibitRule(source_matchers=('check="delta"',), target_matchers=('check="x"',))])
+    rule = InhibitRule(source_matchers=('check="delta"',), target_matchers=('check="x"',))
+    on_delta = compile_rules([rule])
     rebuild_inhibitors(r, KEYS, on_delta)  # other rules: other sources, the old ones gone
     assert r.hkeys(KEYS.inhibitors) == member_prints(delta)
 
