@@ -66,7 +66,7 @@ from shared.canary import CANARY_ACCOUNT, CANARY_FIELD, CANARY_INSTANCE, CanaryT
 from shared.heartbeat import Beater
 from shared.keys import Keys, job_id_part
 from shared.models import Alert
-from shared.redisio import ensure_group
+from shared.redisio import ensure_group, run_script
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +202,13 @@ class Dispatcher:
             if "account" in f and CANARY_FIELD not in f
             for b in self.plan.for_snapshot(f["account"])
         ]
-        enqueued = self.enqueue(self.changed(pairs)) + self._canary(entries)
-        self.r.xack(self.keys.snapshots, K.DISPATCH_GROUP, *[eid for eid, _ in entries])
+        todo, held = self.changed(pairs)
+        last = self.r.pipeline(transaction=False)  # counters and the ack: one round trip, last
+        enqueued = self.enqueue(todo, last) + self._canary(entries)
+        if held:
+            last.hincrby(self.keys.counters, K.COUNTER_UNCHANGED, held)
+        last.xack(self.keys.snapshots, K.DISPATCH_GROUP, *[eid for eid, _ in entries])
+        last.execute()
         return enqueued
 
     def _forward(self, texts: Sequence[str]) -> None:
@@ -227,22 +232,21 @@ class Dispatcher:
             self.newest_observed_at = newest
             self.read_lag_s = round(self.clock() - newest, 3)  # negative: the clocks differ
 
-    def changed(self, pairs: Sequence[Pair]) -> list[Pair]:
+    def changed(self, pairs: Sequence[Pair]) -> tuple[list[Pair], int]:
         """The snapshot pairs that need an evaluation: all but those whose gate holds for their
         account's newest snapshot (at rest, and what the check read is unchanged: see
-        ``engine.inputs``). Two round trips for a whole batch: the gates, then the snapshots."""
+        ``engine.inputs``), and how many were held so (``evaluations_skipped``, the caller's to
+        count). Two round trips for a whole batch: the gates, then the snapshots."""
         unique = list(dict.fromkeys(pairs))
         pipe = self.r.pipeline(transaction=False)
         for instance, account, _ in unique:
             pipe.hget(self.keys.state(instance, account), GATE_FIELD)
         gates = {pair: Gate.from_json(g) for pair, g in zip(unique, pipe.execute(), strict=True) if g}
         if not gates:
-            return unique
+            return unique, 0
         raws = self._newest_raw(sorted({account for _, account, _ in gates}))
         held = {pair for pair, gate in gates.items() if self._holds(gate, pair, raws)}
-        if held:
-            self.r.hincrby(self.keys.counters, K.COUNTER_UNCHANGED, len(held))
-        return [pair for pair in unique if pair not in held]
+        return [pair for pair in unique if pair not in held], len(held)
 
     def _newest_raw(self, accounts: Sequence[str]) -> dict[str, dict[str, Any]]:
         pipe = self.r.pipeline(transaction=False)
@@ -318,8 +322,10 @@ class Dispatcher:
         self._enqueue_many([self._job(RUN_CANARY, trip.job_args(), job_id)])
         return 1
 
-    def enqueue(self, pairs: Iterable[Pair]) -> int:
-        """Enqueue one job per pair not already waiting; returns how many were enqueued."""
+    def enqueue(self, pairs: Iterable[Pair], counts: Any = None) -> int:
+        """Enqueue one job per pair not already waiting; returns how many were enqueued. The
+        counters go on ``counts`` (a pipeline the caller sends after this returns), or in a round
+        trip of their own. Two round trips otherwise: the latest-wins marks, then the jobs."""
         unique = list(dict.fromkeys(pairs))
         if not unique:
             return 0
@@ -328,19 +334,18 @@ class Dispatcher:
         taken = self._queue.intermediate_queue_key
         pipe = self.r.pipeline(transaction=False)
         for (instance, account, _), job_id in zip(unique, ids, strict=True):
-            self._mark(
-                keys=[self.keys.queued(instance, account), self.keys.hold(instance, account), taken],
-                args=[job_id, MARKER_TTL, CheckJob.redis_job_namespace_prefix],
-                client=pipe,
-            )
+            keys = [self.keys.queued(instance, account), self.keys.hold(instance, account), taken]
+            run_script(self._mark, keys, [job_id, MARKER_TTL, CheckJob.redis_job_namespace_prefix], pipe)
         marks = pipe.execute()
         todo = [(pair, job_id) for pair, job_id, ok in zip(unique, ids, marks, strict=True) if ok]
         if todo:
             self._enqueue_many([self._job(RUN_CHECK, [i, a, at], job_id) for (i, a, at), job_id in todo])
-        counts = self.r.pipeline(transaction=False)
+        own = counts is None
+        counts = self.r.pipeline(transaction=False) if own else counts
         counts.hincrby(self.keys.counters, K.COUNTER_JOBS, len(todo))
         counts.hincrby(self.keys.counters, K.COUNTER_COALESCED, len(unique) - len(todo))
-        counts.execute()
+        if own:
+            counts.execute()
         return len(todo)
 
 

@@ -1,7 +1,8 @@
-"""The alerter's round-trip budget, one alert at a time (the legacy default route: each alert its
-own message at once). Round trips, not time, are what a test can hold steady: each one costs
-both processes CPU and the pipeline's workers latency on a shared machine (README, Performance).
-Counted at the client's socket, against the real redis-server."""
+"""Round-trip budgets: the alerter's, one alert at a time (the legacy default route: each alert
+its own message at once), and the dispatcher's, one frame at a time. Round trips, not time, are
+what a test can hold steady: each one costs both processes CPU and the pipeline's workers
+latency on a shared machine (README, Performance). Counted at the client's socket, against the
+real redis-server."""
 
 from __future__ import annotations
 
@@ -14,7 +15,11 @@ import pytest
 import redis as redis_lib
 
 from alerter.receivers import JsonlReceiver
+from dispatcher.service import Dispatcher
+from shared.keys import Keys
+from shared.redisio import Publisher
 from tests.test_alerter import make_alert, make_alerter, publish
+from tests.test_dispatch_and_run import ACC, CONFIG, plan_of, snap
 
 
 @dataclass
@@ -33,19 +38,24 @@ class Counted:
 
 @pytest.fixture
 def counted(redis_url: str) -> Iterator[Counted]:
-    sends: list[int] = []
+    client, sends = counting_client(redis_url, decode=True)
+    yield Counted(client, sends)
+    client.close()
+
+
+def counting_client(redis_url: str, decode: bool, sends: list[int] | None = None) -> tuple[Any, list[int]]:
+    """A client whose connections count every send into ``sends`` (a new list by default)."""
+    counts: list[int] = [] if sends is None else sends
 
     class CountingConnection(redis_lib.Connection):
         def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-            sends.append(1)
+            counts.append(1)
             super().send_packed_command(command, check_health)
 
     pool = redis_lib.ConnectionPool.from_url(
-        redis_url, connection_class=CountingConnection, decode_responses=True
+        redis_url, connection_class=CountingConnection, decode_responses=decode
     )
-    client = redis_lib.Redis(connection_pool=pool)
-    yield Counted(client, sends)
-    client.close()
+    return redis_lib.Redis(connection_pool=pool), counts
 
 
 def started(r: redis_lib.Redis, path: Path) -> Any:
@@ -75,3 +85,24 @@ def test_one_alert_costs_the_router_four_round_trips_and_its_delivery_four(
 def test_an_idle_router_step_costs_two_round_trips(counted: Counted, tmp_path: Path) -> None:
     alerter = started(counted.client, tmp_path / "out.jsonl")
     assert counted.round_trips(alerter.router.step) == 2  # the read (it waits), take + next due
+
+
+def test_a_dispatcher_step_over_one_frame_costs_five_round_trips_four_when_all_coalesce(
+    redis_url: str, r: redis_lib.Redis
+) -> None:
+    client, sends = counting_client(redis_url, decode=True)
+    rq_client, _ = counting_client(redis_url, decode=False, sends=sends)
+    plan = plan_of(CONFIG)
+    d = Dispatcher(r=client, rq_connection=rq_client, keys=Keys(), plan=plan, consumer="d1", block_ms=10)
+    d.start()
+    publisher = Publisher(r, Keys())
+    publisher.publish([snap(1000.0, "1234.5")])
+    d.step()  # the first step also claims and ticks: not counted
+    publisher.publish([snap(1001.0, "1234.5", seq=1)])
+    before = len(sends)
+    # read; gates; latest-wins marks; counters and ack (both pairs' jobs still wait: coalesced)
+    assert d.step() == 0 and len(sends) - before == 4
+    publisher.publish([snap(1002.0, "1234.5", seq=2)])
+    r.delete(Keys().queued("low", ACC))  # as a worker that took the low job does
+    before = len(sends)
+    assert d.step() == 1 and len(sends) - before == 5  # and the job
