@@ -148,19 +148,14 @@ class Publisher:
         self._script = r.register_script(_PUBLISH)
 
     def publish(self, snapshots: Iterable[Snapshot]) -> list[str]:
-        """Publish in one round trip; returns the stream ids."""
-        pipe = self._r.pipeline(transaction=False)
+        """Publish in one round trip, as one transaction: a consumer waiting on the stream (the
+        dispatcher) wakes once with every snapshot of the frame, not at its first entry and
+        again for the rest. Returns the stream ids."""
+        pipe, k = self._r.pipeline(transaction=True), self._keys
         for snap in snapshots:
-            self._script(
-                keys=[
-                    self._keys.latest(snap.account),
-                    self._keys.seen,
-                    self._keys.snapshots,
-                    self._keys.counters,
-                ],
-                args=[snap.account, repr(snap.observed_at), snap.seq, snap.model_dump_json()],
-                client=pipe,
-            )
+            keys = [k.latest(snap.account), k.seen, k.snapshots, k.counters]
+            args = [snap.account, repr(snap.observed_at), snap.seq, snap.model_dump_json()]
+            run_script(self._script, keys, args, pipe)
         return [str(x) for x in pipe.execute()]
 
 

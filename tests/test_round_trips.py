@@ -6,6 +6,7 @@ real redis-server."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,10 @@ import redis as redis_lib
 
 from alerter.receivers import JsonlReceiver
 from dispatcher.service import Dispatcher
+from ingestor.normalize import normalize_account
 from shared.keys import Keys
-from shared.redisio import Publisher
+from shared.redisio import Publisher, ensure_group
+from tests.helpers import wait_until
 from tests.test_alerter import make_alert, make_alerter, publish
 from tests.test_dispatch_and_run import ACC, CONFIG, plan_of, snap
 
@@ -106,3 +109,26 @@ def test_a_dispatcher_step_over_one_frame_costs_five_round_trips_four_when_all_c
     r.delete(Keys().queued("low", ACC))  # as a worker that took the low job does
     before = len(sends)
     assert d.step() == 1 and len(sends) - before == 5  # and the job
+
+
+def test_a_consumer_waiting_on_the_stream_wakes_once_with_the_whole_frame(
+    redis_url: str, r: redis_lib.Redis
+) -> None:
+    keys = Keys()
+    ensure_group(r, keys.snapshots, "g")
+    got: list[Any] = []
+    reader = redis_lib.Redis.from_url(redis_url, decode_responses=True)
+    waiting = threading.Thread(
+        target=lambda: got.append(reader.xreadgroup("g", "c", {keys.snapshots: ">"}, count=100, block=10_000))
+    )
+    waiting.start()
+    wait_until(
+        lambda: any(c.get("cmd") == "xreadgroup" and "b" in c.get("flags", "") for c in r.client_list())
+    )
+    frame = [snap(1000.0, "1", seq=1)] + [
+        normalize_account(f"BINANCE-AAZ{n:02d}-UM", {"USDTwalletBalance": "1"}, observed_at=1000.0, seq=1)
+        for n in range(2, 14)
+    ]
+    Publisher(r, keys).publish(frame)
+    waiting.join(timeout=10)
+    assert len(got[0][0][1]) == 13  # not the first entry alone, then the rest in another read
