@@ -38,9 +38,10 @@ BATCH_WINDOW = 0.05
 """Seconds: the router and each delivery loop, after a step that handled something, start the
 next one no sooner than this after it began (``shared.redisio.ride_out``), so under load alerts
 and notices are taken in batches, with one set of round trips and one wake-up per batch instead
-of per alert; an alert reaching an idle alerter is handled at once. In the saturating bench (an
-alert for every fourth evaluation, two workers on two cores) the alerter woke for every alert,
-and its wake-ups cost the workers 10-20% of their evaluations."""
+of per alert; an alert reaching an idle alerter is handled at once, and a full batch (a
+backlog) is followed at once. In the saturating bench (an alert for every fourth evaluation, two
+workers on two cores) the alerter woke for every alert, and its wake-ups cost the workers 10-20%
+of their evaluations."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -153,6 +154,10 @@ class Beating:
 
     def start(self) -> Router:
         return self.router.start()
+
+    @property
+    def behind(self) -> bool:
+        return self.router.behind
 
     def step(self) -> int:
         done = self.router.step()

@@ -88,6 +88,8 @@ class Router:
     on_canary: Callable[[CanaryTrip], None] = field(default=lambda trip: None)
     """Called with each canary arrival once recorded (``alerter.deadman.Pinger.arrived``: must
     not block)."""
+    behind: bool = False
+    """The last step read a full batch of the alerts stream (more is waiting)."""
     _own: bool = True
     _steps: int = 0
     _reclaim_at: float = 0.0
@@ -123,6 +125,7 @@ class Router:
         if self._steps % TRIM_EVERY == 0:
             safe_trim(self.r, self.keys.alerts, ALERTS_MAXLEN)
         entries = self._read()
+        self.behind = len(entries) >= self.batch
         pipe, now = self.r.pipeline(transaction=False), self.clock()
         arrived = self._route_all(pipe, entries, now)
         self.groups.claim_due(now, LEASE, client=pipe)

@@ -206,6 +206,8 @@ class Delivery:
     """Checked between notices: once true, the rest of the batch stays pending."""
     pacer: Pacer | None = None
     """None: ``Pacer(r, keys)``."""
+    behind: bool = False
+    """The last step handled a full batch of notices (more may be waiting)."""
     _steps: int = 0
     _claim_cursor: str = "0-0"
     _reclaim_at: float = 0.0
@@ -265,7 +267,9 @@ class Delivery:
             handled += self._handle_all(read())
             if self.stopping() or self._resting_until:
                 return handled
-        return handled + self._handle_all(self._xread(">", self.block_ms if handled == 0 else None))
+        handled += self._handle_all(self._xread(">", self.block_ms if handled == 0 else None))
+        self.behind = handled >= self.batch
+        return handled
 
     def close(self) -> None:
         """Leave the group if nothing is pending for this consumer (per-pid names pile up)."""

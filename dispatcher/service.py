@@ -121,6 +121,8 @@ class Dispatcher:
     """Seconds between the observation of the newest snapshot entry handled and its handling."""
     newest_observed_at: float | None = None
     """The ``observed_at`` of the newest snapshot entry handled (None before the first)."""
+    behind: bool = False
+    """The last step read a full batch of new snapshot entries (more are waiting)."""
     _next_tick: float = 0.0
     _next_claim: float = 0.0
     _queue: Queue | None = None
@@ -152,7 +154,9 @@ class Dispatcher:
         if now >= self._next_claim:
             self._next_claim = now + self.claim_idle_ms / 1000
             enqueued += self._handle(self._reclaim())
-        enqueued += self._handle(self._read())
+        entries = self._read()
+        self.behind = len(entries) >= self.batch
+        enqueued += self._handle(entries)
         if self.source is not None and self.source.refresh(self.r, self.keys):
             self.plan = self.source.plan
         if self.clock() >= self._next_tick:

@@ -77,7 +77,8 @@ class Outage:
 
 class Service(Protocol):
     """A process loop: ``start()`` (re)creates what it needs in Redis (consumer groups...),
-    ``step()`` does one round of work."""
+    ``step()`` does one round of work. A service may also have ``behind``: True when its last
+    step read a full batch (more is waiting), so :func:`ride_out` does not wait out its window."""
 
     def start(self) -> object: ...
 
@@ -92,8 +93,9 @@ def ride_out(service: Service, stopper: Stopper, outage: Outage, batch_window: f
 
     ``batch_window`` (seconds): after a step that did some work (``step()`` returned a true
     value), the next one starts no sooner than this long after that one began, so work arriving
-    meanwhile is taken as one batch; a step that found nothing to do is followed at once (its
-    own blocking read is the wait), and a stop request ends the wait."""
+    meanwhile is taken as one batch. A step that found nothing to do is followed at once (its
+    own blocking read is the wait), and so is one that left the service ``behind`` (a backlog is
+    drained at full speed); a stop request ends the wait."""
     ready = False
     while not stopper.is_set():
         began = time.monotonic()
@@ -107,7 +109,7 @@ def ride_out(service: Service, stopper: Stopper, outage: Outage, batch_window: f
             stopper.wait(outage.failed(exc))
             continue
         outage.succeeded()
-        if done and batch_window > 0:
+        if done and batch_window > 0 and not getattr(service, "behind", False):
             stopper.wait(max(0.0, began + batch_window - time.monotonic()))
 
 

@@ -970,3 +970,19 @@ def test_a_backlog_found_at_start_gets_the_whole_retry_window(
     clock.now += 1.0
     step_until(alerter, lambda: bool(dead_entries(r)), what="the dead letter an hour after the start")
     assert marker(r, "slack", stale) == "dead"
+
+
+def test_a_full_batch_leaves_the_router_and_the_delivery_loop_behind(r: redis_lib.Redis, jsonl: Path) -> None:
+    alerter = make_alerter(r, [JsonlReceiver(jsonl)])
+    router, delivery = alerter.router, alerter.deliveries[0]
+    router.batch = delivery.batch = 2
+    for n in (1, 2, 3):
+        publish(r, make_alert(n))
+    router.step()
+    assert router.behind  # 2 of 3 read: its loop does not wait out the batch window
+    router.step()
+    assert not router.behind
+    delivery.step()
+    assert delivery.behind and len(jsonl_lines(jsonl)) == 2
+    delivery.step()
+    assert not delivery.behind and len(jsonl_lines(jsonl)) == 3

@@ -191,3 +191,12 @@ def test_entries_left_pending_by_a_dead_dispatcher_are_reclaimed(redis_url: str,
     wait_until(reclaimed, timeout=5, what="the pending entry to be reclaimed, routed and acknowledged")
     worker.work(burst=True)
     assert [a.check for a in alerts(r) if a.check == "low_balance"] == ["low_balance"]
+
+
+def test_a_read_that_fills_the_batch_leaves_the_dispatcher_behind(redis_url: str, r: redis_lib.Redis) -> None:
+    d, _, pub = in_process(redis_url, plan_of(), batch=3)
+    pub.publish([snap(1000.0 + i, "20000", seq=i) for i in range(5)])
+    d.step()
+    assert d.behind  # 3 of 5 read: its loop does not wait out the batch window
+    d.step()
+    assert not d.behind  # the last 2

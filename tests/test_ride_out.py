@@ -1,6 +1,7 @@
 """``shared.redisio.ride_out``'s batch window: after a step that did work the loop waits out the
-window (so the alerter takes alerts in batches under load), after an idle step it does not, and a
-stop request ends the wait. No Redis here: the services only count their steps."""
+window (so the alerter takes alerts in batches under load), after an idle step or one that left
+a backlog (``behind``) it does not, and a stop request ends the wait. No Redis here: the services
+only count their steps."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class Steps:
     stopper: Stopper
     n: int
     done: int
+    behind: bool = False
     began: list[float] = field(default_factory=list)
 
     def start(self) -> Steps:
@@ -52,3 +54,11 @@ def test_a_stop_request_ends_the_window() -> None:
     started = time.monotonic()
     ride_out(service, stopper, Outage("test"), batch_window=60.0)
     assert len(service.began) == 1 and time.monotonic() - started < 30
+
+
+def test_a_step_that_left_a_backlog_is_followed_at_once() -> None:
+    stopper = Stopper()
+    service = Steps(stopper, n=5, done=1, behind=True)  # each read was a full batch
+    started = time.monotonic()
+    ride_out(service, stopper, Outage("test"), batch_window=60.0)
+    assert len(service.began) == 5 and time.monotonic() - started < 30
