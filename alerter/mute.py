@@ -56,12 +56,6 @@ class Mute:
         return min(ends, default=None)
 
 
-def firing_alerts(r: redis.Redis, keys: Keys) -> list[Alert]:
-    """Every alert firing now, per fingerprint (unreadable entries are skipped)."""
-    raw: Mapping[str, str] = r.hgetall(keys.firing)  # type: ignore[assignment]
-    return parse_alerts(raw.values())
-
-
 def parse_alerts(values: Iterable[str]) -> list[Alert]:
     """Alert JSONs as Alerts, unreadable ones skipped."""
     return [alert for alert in map(read_alert, values) if alert is not None]
@@ -75,7 +69,7 @@ def index_inhibitor(
     if not rules:
         return
     if labels is not None and can_inhibit(labels, rules):
-        pipe.hset(keys.inhibitors, mapping=dict.fromkeys(prints, json.dumps(dict(labels), sort_keys=True)))
+        pipe.hset(keys.inhibitors, mapping=dict.fromkeys(prints, _entry(labels)))
     else:
         pipe.hdel(keys.inhibitors, *prints)
 
@@ -88,7 +82,7 @@ def rebuild_inhibitors(r: redis.Redis, keys: Keys, rules: Sequence[Rule]) -> Non
         firing: Mapping[str, str] = pipe.hgetall(keys.firing)
         alerts = {fp: read_alert(text) for fp, text in firing.items()}
         entries = {
-            fp: json.dumps(dict(alert.labels), sort_keys=True)
+            fp: _entry(alert.labels)
             for fp, alert in alerts.items()
             if alert is not None and can_inhibit(alert.labels, rules)
         }
@@ -121,6 +115,11 @@ def mute_of(
     (all of them, or only those that can inhibit: the others never do)."""
     active = tuple(s for s in parse_silences(silences) if s.state(now) == "active")
     return Mute(tuple(sources), active, rules, now)
+
+
+def _entry(labels: Mapping[str, str]) -> str:
+    """An index entry: the labels as JSON (read back by :func:`_labels`)."""
+    return json.dumps(dict(labels), sort_keys=True)
 
 
 def _labels(text: str) -> Mapping[str, str] | None:
