@@ -16,13 +16,15 @@ from shared.settings import DispatchSettings
 
 log = logging.getLogger(__name__)
 
-BATCH_WINDOW = 0.1
+BATCH_WINDOW = 0.05
 """Seconds: after a step that enqueued something, the next one starts no sooner than this after
-it began (``shared.redisio.ride_out``), so a fast feed is dispatched two or more frames at a time:
-one set of round trips per batch, and a pair that changed in both frames gets one job (latest
-wins). A frame reaching an idle dispatcher is dispatched at once, and a full batch (a backlog)
-is followed at once. Saturating bench (20 frames a second): the dispatcher's CPU went from 0.14
-to 0.09 cores."""
+it began (``shared.redisio.ride_out``), so frames arriving faster than one per window are
+dispatched together: one set of round trips per batch, and a pair that changed in several gets
+one job (latest wins). A frame reaching an idle dispatcher is dispatched at once, and a full
+batch (a backlog) is followed at once. Kept shorter than the time the workers take to run one
+job per pair, or they run dry and wait for the next step: at 100 ms, a 20 Hz feed left the
+saturating bench's queue empty a fifth of the time in the host's fast hours, and 50 ms gave
+14% more evaluations a second (ten rounds alternated) for 0.04 cores more dispatcher."""
 
 
 def main(argv: list[str] | None = None) -> int:
